@@ -1,0 +1,857 @@
+//! The end user's node: a [`Router`] plus an identity, contacts and the
+//! sealed envelope (SPEC §4, §5, §7).
+//!
+//! An endpoint relays exactly like a relay (every frame goes through the
+//! same router); on top, it tries to open each new message frame, delivers
+//! what opens, sends a receipt for it after a short random delay, seals and
+//! submits the user's texts, and tracks each one's delivery state.
+//!
+//! Call order is the router's: after every input, drain
+//! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`], then arm a timer
+//! for [`Endpoint::poll_timeout`].
+
+use heapless::index_map::FnvIndexMap;
+use heapless::{Deque, String, Vec};
+use rand_core::CryptoRng;
+
+use crate::envelope::{self, Body, Identity, OpenError, Path, Payload, PeerKey, SealError};
+use crate::router::{self, Event as RouterEvent, FrameError, LinkCaps, LinkId, Outcome, Router, SubmitError, Transmit};
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    DEFAULT_LIFETIME_SECS, HOPS_MIN, HOPS_SPREAD, Kind, MAX_FRAME_LEN, MAX_LIFETIME_SECS, MessageFrame, MessageId,
+    RECEIPT_SECRET_LEN, SizeClass, TAG_LEN,
+};
+
+/// The longest text a user can send, in UTF-8 bytes.
+pub const MAX_TEXT: usize = 4096;
+/// The most sealed frames one text is split into.
+pub const MAX_PARTS: usize = 4;
+/// One-time tags the recipient keeps per contact.
+pub const TAG_WINDOW: u32 = 8;
+/// First-contact trial decryptions per second per link (one X25519 each).
+pub const FIRST_CONTACT_RATE: u32 = 200;
+/// Receipts go out after a random delay in this range (milliseconds).
+pub const RECEIPT_DELAY_MS: (u64, u64) = (200, 2_000);
+const PENDING_TRIALS: usize = 64;
+const TRIAL_INTERVAL: Duration = Duration::from_millis(1000 / FIRST_CONTACT_RATE as u64);
+const PARTIALS: usize = 4;
+const EVENTS: usize = 16;
+const TRIAL_LINKS: usize = 16;
+
+/// A text this endpoint received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// Id of the (first) frame it came in.
+    pub id: MessageId,
+    /// The authenticated sender.
+    pub from: PeerKey,
+    /// Whether the sender is in the contact list.
+    pub contact: bool,
+    /// The sender's own clock at sending (Unix seconds, unverified).
+    pub sent_at: u64,
+    /// The text.
+    pub text: String<MAX_TEXT>,
+}
+
+/// A sent message's state, as the sender sees it (SPEC §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeliveryState {
+    /// Sealed and stored, not yet handed to any link.
+    Queued,
+    /// Handed to at least one link.
+    Sent,
+    /// A valid receipt came back for every part.
+    Delivered,
+    /// Its lifetime ran out before a receipt came.
+    Expired,
+}
+
+/// What the user of an endpoint is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // events live in a fixed queue either way
+pub enum Event {
+    /// A text arrived.
+    Received(Received),
+    /// A sent message changed state. `id` is what [`Endpoint::send`] returned.
+    Status {
+        /// The message.
+        id: MessageId,
+        /// Its new state.
+        state: DeliveryState,
+    },
+}
+
+/// Why a text could not be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The text is longer than [`MAX_TEXT`] bytes.
+    TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// The text is empty.
+    Empty,
+    /// The recipient key is unusable (low order).
+    BadKey,
+    /// Too many messages are waiting for delivery.
+    OutboxFull,
+    /// The contact table is full of named contacts.
+    ContactsFull,
+    /// The store refused it (own-message quota used up).
+    StoreFull,
+}
+
+impl core::fmt::Display for SendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SendError::TooLong { max } => write!(f, "text is too long: at most {max} bytes"),
+            SendError::Empty => f.write_str("text is empty"),
+            SendError::BadKey => f.write_str("recipient key is not usable"),
+            SendError::OutboxFull => f.write_str("too many messages waiting for delivery; try again later"),
+            SendError::ContactsFull => f.write_str("contact list is full"),
+            SendError::StoreFull => f.write_str("message store is full; try again later"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SendError {}
+
+/// The operations the endpoint needs from a router, so that it can wrap any
+/// size of [`Router`].
+pub trait Carrier {
+    /// See [`Router::handle_frame`].
+    fn handle_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError>;
+    /// See [`Router::handle_link_up`].
+    fn handle_link_up(&mut self, now: Instant, rng: router::RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool;
+    /// See [`Router::handle_link_down`].
+    fn handle_link_down(&mut self, now: Instant, link: LinkId);
+    /// See [`Router::handle_timeout`].
+    fn handle_timeout(&mut self, now: Instant);
+    /// See [`Router::submit`].
+    fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError>;
+    /// See [`Router::emit_receipt`].
+    fn emit_receipt(&mut self, at: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool;
+    /// See [`Router::poll_transmit`].
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
+    /// See [`Router::poll_event`].
+    fn poll_event(&mut self) -> Option<RouterEvent>;
+    /// See [`Router::poll_timeout`].
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// See [`Router::message_bytes`].
+    fn message_bytes(&self, id: &MessageId) -> Option<&[u8]>;
+}
+
+impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> Carrier
+    for Router<S, L, D, LINKS, Q, R>
+{
+    fn handle_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError> {
+        Router::handle_frame(self, now, link, bytes)
+    }
+    fn handle_link_up(&mut self, now: Instant, rng: router::RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
+        Router::handle_link_up(self, now, rng, link, caps)
+    }
+    fn handle_link_down(&mut self, now: Instant, link: LinkId) {
+        Router::handle_link_down(self, now, link)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Router::handle_timeout(self, now)
+    }
+    fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError> {
+        Router::submit(self, now, frame)
+    }
+    fn emit_receipt(&mut self, at: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
+        Router::emit_receipt(self, at, id, secret)
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        Router::poll_transmit(self, now, buf)
+    }
+    fn poll_event(&mut self) -> Option<RouterEvent> {
+        Router::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Router::poll_timeout(self)
+    }
+    fn message_bytes(&self, id: &MessageId) -> Option<&[u8]> {
+        Router::message_bytes(self, id)
+    }
+}
+
+/// A peer this endpoint can talk to: named by the user, or known because
+/// the user sent to its code.
+#[derive(Clone)]
+struct Contact {
+    key: PeerKey,
+    ss: [u8; 32],
+    tx_key: [u8; 32],
+    rx_key: [u8; 32],
+    /// Next tag number to send with.
+    tx_next: u32,
+    /// One more than the highest tag number delivered.
+    tx_acked: u32,
+    /// We have received from them: they hold our key, so tags work.
+    heard: bool,
+    /// Lowest tag number still expected, and which numbers from there on
+    /// were used (bit i: `rx_base + i`).
+    rx_base: u32,
+    rx_used: u32,
+    /// Added by the user (not just sent to).
+    named: bool,
+    last_used: Instant,
+}
+
+impl Drop for Contact {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.ss.zeroize();
+        self.tx_key.zeroize();
+        self.rx_key.zeroize();
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    id: MessageId,
+    state: DeliveryState,
+    tag: Option<(usize, u32)>,
+}
+
+#[derive(Clone, Debug)]
+struct Outgoing {
+    id: MessageId,
+    parts: Vec<Part, MAX_PARTS>,
+    state: DeliveryState,
+}
+
+struct Partial {
+    from: PeerKey,
+    group: u32,
+    count: u8,
+    sent_at: u64,
+    id: MessageId,
+    chunks: [Option<String<MAX_TEXT>>; MAX_PARTS],
+    started: Instant,
+}
+
+/// The endpoint. `C` contacts; `TAGS` tag-map entries (a power of two, at
+/// least `C × TAG_WINDOW`); `OUT` messages awaiting delivery; `REPLAY`
+/// receipt secrets remembered for replay protection (a power of two).
+pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> {
+    /// The router inside (public, for its statistics and link list).
+    pub router: Rt,
+    identity: Identity,
+    contacts: Vec<Contact, C>,
+    tags: FnvIndexMap<[u8; TAG_LEN], (u16, u32), TAGS>,
+    outbox: Vec<Outgoing, OUT>,
+    /// Receipt secrets of opened messages → when they may be forgotten.
+    replay: FnvIndexMap<[u8; RECEIPT_SECRET_LEN], (Instant, u64), REPLAY>,
+    /// Messages whose `sent_at` is at or below this are refused as possible
+    /// replays (raised when the replay table overflows).
+    replay_floor: u64,
+    trials: Deque<(LinkId, MessageId), PENDING_TRIALS>,
+    trial_buckets: Vec<(LinkId, u32, Instant), TRIAL_LINKS>,
+    partials: Vec<Partial, PARTIALS>,
+    events: Deque<Event, EVENTS>,
+    lifetime_secs: u32,
+    scratch: [u8; MAX_FRAME_LEN],
+}
+
+impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> core::fmt::Debug
+    for Endpoint<Rt, C, TAGS, OUT, REPLAY>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("contacts", &self.contacts.len())
+            .field("outbox", &self.outbox.len())
+            .field("replay", &self.replay.len())
+            .finish()
+    }
+}
+
+fn push_str<const N: usize>(dst: &mut String<N>, s: &str) -> bool {
+    dst.push_str(s).is_ok()
+}
+
+impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize>
+    Endpoint<Rt, C, TAGS, OUT, REPLAY>
+{
+    /// An endpoint for `identity` around `router`.
+    pub fn new(identity: Identity, router: Rt) -> Self {
+        Endpoint {
+            router,
+            identity,
+            contacts: Vec::new(),
+            tags: FnvIndexMap::new(),
+            outbox: Vec::new(),
+            replay: FnvIndexMap::new(),
+            replay_floor: 0,
+            trials: Deque::new(),
+            trial_buckets: Vec::new(),
+            partials: Vec::new(),
+            events: Deque::new(),
+            lifetime_secs: DEFAULT_LIFETIME_SECS,
+            scratch: [0; MAX_FRAME_LEN],
+        }
+    }
+
+    /// This endpoint's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Set the lifetime new messages get (capped at 7 days).
+    pub fn set_lifetime_secs(&mut self, secs: u32) {
+        self.lifetime_secs = secs.clamp(1, MAX_LIFETIME_SECS);
+    }
+
+    // ----- contacts ------------------------------------------------------
+
+    /// Add (or mark as named) a contact. Computes the static-static secret
+    /// once and installs the contact's next one-time tags.
+    pub fn add_contact(&mut self, now: Instant, key: PeerKey) -> Result<(), SendError> {
+        self.contact_index(now, &key, true).map(|_| ())
+    }
+
+    /// Remove a contact and its tags.
+    pub fn remove_contact(&mut self, key: &PeerKey) -> bool {
+        let Some(i) = self.contacts.iter().position(|c| c.key == *key) else { return false };
+        self.drop_contact(i);
+        true
+    }
+
+    /// Whether `key` is a named contact.
+    pub fn is_contact(&self, key: &PeerKey) -> bool {
+        self.contacts.iter().any(|c| c.key == *key && c.named)
+    }
+
+    fn drop_contact(&mut self, i: usize) {
+        // Tags point at contact indexes: rebuild them after the shift.
+        self.contacts.swap_remove(i);
+        self.tags.clear();
+        for ci in 0..self.contacts.len() {
+            self.install_tags(ci);
+        }
+        for o in self.outbox.iter_mut() {
+            for p in o.parts.iter_mut() {
+                p.tag = None;
+            }
+        }
+    }
+
+    fn contact_index(&mut self, now: Instant, key: &PeerKey, named: bool) -> Result<usize, SendError> {
+        if let Some(i) = self.contacts.iter().position(|c| c.key == *key) {
+            if let Some(c) = self.contacts.get_mut(i) {
+                c.named |= named;
+                c.last_used = now;
+            }
+            return Ok(i);
+        }
+        if self.contacts.is_full() {
+            // Forget the least recently used unnamed peer.
+            let victim = self
+                .contacts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.named)
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(i, _)| i)
+                .ok_or(SendError::ContactsFull)?;
+            self.drop_contact(victim);
+        }
+        let ss = self.identity.static_static(key).map_err(|_| SendError::BadKey)?;
+        let me = self.identity.public();
+        let contact = Contact {
+            key: *key,
+            ss,
+            tx_key: envelope::tag_key(&ss, &me, key),
+            rx_key: envelope::tag_key(&ss, key, &me),
+            tx_next: 0,
+            tx_acked: 0,
+            heard: false,
+            rx_base: 0,
+            rx_used: 0,
+            named,
+            last_used: now,
+        };
+        self.contacts.push(contact).map_err(|_| SendError::ContactsFull)?;
+        let i = self.contacts.len().saturating_sub(1);
+        self.install_tags(i);
+        Ok(i)
+    }
+
+    /// Put contact `ci`'s unused tags of its window into the map.
+    fn install_tags(&mut self, ci: usize) {
+        let Some(c) = self.contacts.get(ci) else { return };
+        let (key, base, used) = (c.rx_key, c.rx_base, c.rx_used);
+        for k in 0..TAG_WINDOW {
+            if used & (1 << k) != 0 {
+                continue;
+            }
+            let n = base.saturating_add(k);
+            let t = envelope::tag(&key, n);
+            // A full map means TAGS is below C × TAG_WINDOW: the tag is then
+            // missing and that message takes longer (it expires unopened).
+            let _ = self.tags.insert(t, (ci as u16, n));
+        }
+    }
+
+    /// Contact `ci` used tag `n`: slide its window so that it keeps half a
+    /// window behind the highest number seen and half ahead.
+    fn consume_tag(&mut self, ci: usize, n: u32) {
+        let Some(c) = self.contacts.get_mut(ci) else { return };
+        let key = c.rx_key;
+        if let Some(off) = n.checked_sub(c.rx_base).filter(|&o| o < TAG_WINDOW) {
+            c.rx_used |= 1 << off;
+        }
+        self.tags.swap_remove(&envelope::tag(&key, n));
+        let want_base = n.saturating_add(1).saturating_sub(TAG_WINDOW / 2).max(c.rx_base);
+        while c.rx_base < want_base || c.rx_used & 1 != 0 {
+            if c.rx_used & 1 == 0 {
+                self.tags.swap_remove(&envelope::tag(&key, c.rx_base));
+            }
+            c.rx_base = c.rx_base.saturating_add(1);
+            c.rx_used >>= 1;
+        }
+        c.heard = true;
+        self.install_tags(ci);
+    }
+
+    // ----- links and timers (pass-through) -------------------------------
+
+    /// See [`Router::handle_link_up`].
+    #[must_use]
+    pub fn handle_link_up<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, link: LinkId, caps: LinkCaps) -> bool {
+        self.router.handle_link_up(now, rng, link, caps)
+    }
+
+    /// See [`Router::handle_link_down`].
+    pub fn handle_link_down(&mut self, now: Instant, link: LinkId) {
+        self.router.handle_link_down(now, link);
+        self.trial_buckets.retain(|(l, _, _)| *l != link);
+    }
+
+    /// Run timers: the router's, and first-contact trials that waited for
+    /// their link's rate limit.
+    pub fn handle_timeout<G: CryptoRng>(&mut self, now: Instant, rng: &mut G) {
+        self.router.handle_timeout(now);
+        self.drain_router_events();
+        let mut budget = self.trials.len();
+        while budget > 0 && !self.events.is_full() {
+            budget = budget.saturating_sub(1);
+            let Some((link, id)) = self.trials.pop_front() else { break };
+            if !self.take_trial_token(now, link) {
+                let _ = self.trials.push_back((link, id));
+                continue;
+            }
+            let Some(bytes) = self.router.message_bytes(&id) else { continue };
+            let Some(dst) = self.scratch.get_mut(..bytes.len()) else { continue };
+            dst.copy_from_slice(bytes);
+            let len = bytes.len();
+            let mut frame_buf = [0u8; MAX_FRAME_LEN];
+            if let (Some(d), Some(s)) = (frame_buf.get_mut(..len), self.scratch.get(..len)) {
+                d.copy_from_slice(s);
+            }
+            self.try_open(now, rng, id, frame_buf.get(..len).unwrap_or(&[]));
+        }
+        // Long texts whose parts never all came: give up after the maximum
+        // lifetime.
+        let max = Duration::from_secs(u64::from(MAX_LIFETIME_SECS));
+        self.partials.retain(|p| now.saturating_since(p.started) < max);
+        // Replay entries past their time.
+        let mut old: Vec<[u8; RECEIPT_SECRET_LEN], 32> = Vec::new();
+        for (k, (until, _)) in self.replay.iter() {
+            if *until <= now && old.push(*k).is_err() {
+                break;
+            }
+        }
+        for k in &old {
+            self.replay.swap_remove(k);
+        }
+    }
+
+    /// When to call [`Endpoint::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let r = self.router.poll_timeout();
+        if self.trials.is_empty() {
+            r
+        } else {
+            // Trials wait for tokens: look again in a few milliseconds.
+            let soon = self.trial_buckets.iter().map(|(_, _, t)| t.saturating_add(TRIAL_INTERVAL)).min();
+            match (r, soon) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+    }
+
+    /// See [`Router::poll_transmit`].
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.router.poll_transmit(now, buf);
+        self.drain_router_events();
+        t
+    }
+
+    /// The next event for the user.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.drain_router_events();
+        self.events.pop_front()
+    }
+
+    fn take_trial_token(&mut self, now: Instant, link: LinkId) -> bool {
+        let i = match self.trial_buckets.iter().position(|(l, _, _)| *l == link) {
+            Some(i) => i,
+            None => {
+                if self.trial_buckets.is_full() {
+                    self.trial_buckets.swap_remove(0);
+                }
+                let _ = self.trial_buckets.push((link, FIRST_CONTACT_RATE, now));
+                self.trial_buckets.len().saturating_sub(1)
+            }
+        };
+        let Some((_, tokens, at)) = self.trial_buckets.get_mut(i) else { return false };
+        let add = now.saturating_since(*at).as_millis().saturating_mul(u64::from(FIRST_CONTACT_RATE)) / 1000;
+        if add > 0 {
+            *tokens = u32::try_from(u64::from(*tokens).saturating_add(add)).unwrap_or(u32::MAX).min(FIRST_CONTACT_RATE);
+            *at = now;
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens = tokens.saturating_sub(1);
+        true
+    }
+
+    // ----- input ---------------------------------------------------------
+
+    /// Handle a datagram from `link`: relay it, and open it if it is for us.
+    pub fn handle_frame<G: CryptoRng>(
+        &mut self,
+        now: Instant,
+        rng: &mut G,
+        link: LinkId,
+        bytes: &[u8],
+    ) -> Result<(), FrameError> {
+        let mut frame_buf = [0u8; MAX_FRAME_LEN];
+        let (id, len) = match self.router.handle_frame(now, link, bytes)? {
+            Outcome::NewMessage { id, frame, .. } => {
+                let len = frame.len();
+                frame_buf.get_mut(..len).ok_or(FrameError::Exhausted)?.copy_from_slice(frame);
+                (id, len)
+            }
+            _ => {
+                self.drain_router_events();
+                return Ok(());
+            }
+        };
+        self.drain_router_events();
+        let frame = frame_buf.get(..len).unwrap_or(&[]);
+        let kind = MessageFrame::new_unchecked(frame).kind();
+        if kind == Kind::FirstContact && !self.take_trial_token(now, link) {
+            // Over this link's DH budget: try later if the store keeps it.
+            if self.trials.is_full() {
+                let _ = self.trials.pop_front();
+            }
+            let _ = self.trials.push_back((link, id));
+            return Ok(());
+        }
+        self.try_open(now, rng, id, frame);
+        Ok(())
+    }
+
+    fn try_open<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, id: MessageId, frame: &[u8]) {
+        let Ok(m) = MessageFrame::new_checked(frame) else { return };
+        let contact = match m.kind() {
+            Kind::Contact => {
+                let mut tag = [0u8; TAG_LEN];
+                for (d, s) in tag.iter_mut().zip(m.sealed()) {
+                    *d = *s;
+                }
+                match self.tags.get(&tag) {
+                    Some(&(ci, n)) => Some((usize::from(ci), n)),
+                    None => return, // not for us: one hash lookup, no DH
+                }
+            }
+            _ => None,
+        };
+        let opened = match contact.and_then(|(ci, _)| self.contacts.get(ci)) {
+            Some(c) => envelope::open(&self.identity, &m, Some((&c.key, &c.ss)), &mut self.scratch),
+            None if contact.is_some() => return,
+            None => envelope::open(&self.identity, &m, None, &mut self.scratch),
+        };
+        let opened = match opened {
+            Ok(o) => o,
+            Err(OpenError::NotForUs) => return,
+            Err(_) => return, // for us but tampered or malformed: drop silently
+        };
+        if let Some((ci, n)) = contact {
+            self.consume_tag(ci, n);
+        }
+        // Parse what came (borrowing the scratch buffer).
+        let mut pt = [0u8; MAX_FRAME_LEN];
+        let src = self.scratch.get(opened.plaintext.clone()).unwrap_or(&[]);
+        let plaintext = pt.get_mut(..src.len()).unwrap_or(&mut []);
+        plaintext.copy_from_slice(src);
+        let plaintext = &*plaintext;
+        let Ok(payload) = envelope::parse_payload(plaintext) else { return };
+        let sent_at = payload.sent_at;
+        // Replay protection: never deliver the same message twice.
+        let replay = self.replay.contains_key(&opened.secret) || sent_at <= self.replay_floor;
+        // A receipt also for a replay: it erases the copies still travelling.
+        let delay = RECEIPT_DELAY_MS.0.saturating_add(
+            rng.next_u64().checked_rem(RECEIPT_DELAY_MS.1.saturating_sub(RECEIPT_DELAY_MS.0)).unwrap_or(0),
+        );
+        let _ = self.router.emit_receipt(now.saturating_add(Duration::from_millis(delay)), id, opened.secret);
+        if replay {
+            return;
+        }
+        self.remember(now, opened.secret, sent_at);
+        if let Some(ci) = self.contacts.iter().position(|c| c.key == opened.sender)
+            && let Some(c) = self.contacts.get_mut(ci)
+        {
+            c.heard = true;
+            c.last_used = now;
+        }
+        let contact = self.is_contact(&opened.sender);
+        let mut text: String<MAX_TEXT> = String::new();
+        match payload.body {
+            Body::Text(t) => {
+                if !push_str(&mut text, t) {
+                    return;
+                }
+            }
+            Body::Part { group, index, count, text: chunk } => {
+                let Some(done) = self.add_part(now, opened.sender, id, sent_at, group, index, count, chunk) else {
+                    return;
+                };
+                text = done.0;
+                let received = Received { id: done.1, from: opened.sender, contact, sent_at: done.2, text };
+                let _ = self.events.push_back(Event::Received(received));
+                return;
+            }
+        }
+        let _ = self.events.push_back(Event::Received(Received { id, from: opened.sender, contact, sent_at, text }));
+    }
+
+    fn remember(&mut self, now: Instant, secret: [u8; RECEIPT_SECRET_LEN], sent_at: u64) {
+        if self.replay.is_full() {
+            // Evict the oldest by sender time, and refuse anything at least
+            // that old from now on: bounded memory never means "deliver twice".
+            if let Some((k, (_, at))) = self.replay.iter().min_by_key(|(_, (_, at))| *at).map(|(k, v)| (*k, *v)) {
+                self.replay.swap_remove(&k);
+                self.replay_floor = self.replay_floor.max(at);
+            }
+        }
+        let until = now.saturating_add(Duration::from_secs(u64::from(MAX_LIFETIME_SECS)));
+        let _ = self.replay.insert(secret, (until, sent_at));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_part(
+        &mut self,
+        now: Instant,
+        from: PeerKey,
+        id: MessageId,
+        sent_at: u64,
+        group: u32,
+        index: u8,
+        count: u8,
+        chunk: &str,
+    ) -> Option<(String<MAX_TEXT>, MessageId, u64)> {
+        if count < 2 || usize::from(count) > MAX_PARTS || index >= count {
+            return None;
+        }
+        let pos = match self.partials.iter().position(|p| p.from == from && p.group == group) {
+            Some(p) => p,
+            None => {
+                if self.partials.is_full() {
+                    let oldest = self.partials.iter().enumerate().min_by_key(|(_, p)| p.started).map(|(i, _)| i)?;
+                    self.partials.swap_remove(oldest);
+                }
+                let p = Partial { from, group, count, sent_at, id, chunks: [const { None }; MAX_PARTS], started: now };
+                self.partials.push(p).ok()?;
+                self.partials.len().saturating_sub(1)
+            }
+        };
+        let p = self.partials.get_mut(pos)?;
+        if p.count != count {
+            return None;
+        }
+        if index == 0 {
+            p.id = id;
+            p.sent_at = sent_at;
+        }
+        let slot = p.chunks.get_mut(usize::from(index))?;
+        let mut s = String::new();
+        if !push_str(&mut s, chunk) {
+            return None;
+        }
+        *slot = Some(s);
+        if p.chunks.iter().take(usize::from(count)).any(Option::is_none) {
+            return None;
+        }
+        let p = self.partials.swap_remove(pos);
+        let mut text: String<MAX_TEXT> = String::new();
+        for c in p.chunks.iter().flatten() {
+            if !push_str(&mut text, c) {
+                return None;
+            }
+        }
+        Some((text, p.id, p.sent_at))
+    }
+
+    // ----- sending -------------------------------------------------------
+
+    /// Seal `text` for `to` and submit it; returns the id the delivery
+    /// events will carry. `unix_secs` is the sender's own clock, shown to
+    /// the recipient. Texts longer than one frame go as up to
+    /// [`MAX_PARTS`] frames that only the recipient reassembles.
+    pub fn send<G: CryptoRng>(
+        &mut self,
+        now: Instant,
+        rng: &mut G,
+        unix_secs: u64,
+        to: &PeerKey,
+        text: &str,
+    ) -> Result<MessageId, SendError> {
+        if text.is_empty() {
+            return Err(SendError::Empty);
+        }
+        if text.len() > MAX_TEXT {
+            return Err(SendError::TooLong { max: MAX_TEXT });
+        }
+        if self.outbox.is_full() {
+            return Err(SendError::OutboxFull);
+        }
+        let ci = self.contact_index(now, to, false)?;
+        // Which path: tags only once they have written to us, and only while
+        // few of our tagged messages are unacknowledged (SPEC §4.4).
+        let tagged = |c: &Contact, extra: u32| {
+            c.heard && c.tx_next.saturating_add(extra) < c.tx_acked.saturating_add(TAG_WINDOW / 2)
+        };
+        // Split into parts that each fit the path's plaintext capacity.
+        let whole = Payload { sent_at: unix_secs, body: Body::Text(text) };
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let fits = |kind: Kind, class: SizeClass, p: &Payload<'_>, buf: &mut [u8]| {
+            let cap = envelope::plaintext_capacity(kind, class);
+            buf.get_mut(..cap).is_some_and(|b| postcard::to_slice(p, b).is_ok())
+        };
+        let c = self.contacts.get(ci).ok_or(SendError::BadKey)?;
+        let kind0 = if tagged(c, 0) { Kind::Contact } else { Kind::FirstContact };
+        let mut chunks: Vec<(usize, usize), MAX_PARTS> = Vec::new();
+        let single_class =
+            [SizeClass::Small, SizeClass::Large].into_iter().find(|&cl| fits(kind0, cl, &whole, &mut buf));
+        if single_class.is_some() {
+            let _ = chunks.push((0, text.len()));
+        } else {
+            // Part capacity on the costlier path, minus the part header.
+            let room = envelope::plaintext_capacity(Kind::FirstContact, SizeClass::Large).saturating_sub(24);
+            let mut start = 0;
+            while start < text.len() {
+                let mut end = start.saturating_add(room).min(text.len());
+                while end > start && !text.is_char_boundary(end) {
+                    end = end.saturating_sub(1);
+                }
+                chunks.push((start, end)).map_err(|_| SendError::TooLong { max: MAX_TEXT })?;
+                start = end;
+            }
+        }
+        let count = chunks.len();
+        let group = rng.next_u32();
+        let mut parts: Vec<Part, MAX_PARTS> = Vec::new();
+        for (index, &(a, b)) in chunks.iter().enumerate() {
+            let chunk = text.get(a..b).unwrap_or("");
+            let payload = if count == 1 {
+                whole
+            } else {
+                Payload {
+                    sent_at: unix_secs,
+                    body: Body::Part { group, index: index as u8, count: count as u8, text: chunk },
+                }
+            };
+            let c = self.contacts.get(ci).ok_or(SendError::BadKey)?;
+            let (path, tag) = if tagged(c, 0) {
+                (Path::Contact { tag: envelope::tag(&c.tx_key, c.tx_next) }, Some((ci, c.tx_next)))
+            } else {
+                (Path::FirstContact, None)
+            };
+            let kind = if tag.is_some() { Kind::Contact } else { Kind::FirstContact };
+            let class = [SizeClass::Small, SizeClass::Large]
+                .into_iter()
+                .find(|&cl| fits(kind, cl, &payload, &mut buf))
+                .ok_or(SendError::TooLong { max: MAX_TEXT })?;
+            let spread = rng.next_u32().checked_rem(u32::from(HOPS_SPREAD).saturating_add(1)).unwrap_or(0);
+            let hops = HOPS_MIN.saturating_add(spread as u8);
+            let (key, ss) = (c.key, c.ss);
+            let sealed = envelope::seal(
+                rng,
+                &self.identity,
+                &key,
+                &ss,
+                path,
+                hops,
+                self.lifetime_secs,
+                class,
+                &payload,
+                &mut buf,
+            )
+            .map_err(|e| match e {
+                SealError::TooLarge => SendError::TooLong { max: MAX_TEXT },
+                _ => SendError::BadKey,
+            })?;
+            let frame = buf.get(..sealed.len).unwrap_or(&[]);
+            self.router.submit(now, frame).map_err(|_| SendError::StoreFull)?;
+            if let Some((ci, n)) = tag
+                && let Some(c) = self.contacts.get_mut(ci)
+            {
+                c.tx_next = n.saturating_add(1);
+            }
+            let _ = parts.push(Part { id: sealed.id, state: DeliveryState::Queued, tag });
+        }
+        let id = parts.first().map(|p| p.id).unwrap_or_default();
+        let _ = self.outbox.push(Outgoing { id, parts, state: DeliveryState::Queued });
+        let _ = self.events.push_back(Event::Status { id, state: DeliveryState::Queued });
+        Ok(id)
+    }
+
+    /// Map router events about own frames onto sent messages.
+    fn drain_router_events(&mut self) {
+        while let Some(ev) = self.router.poll_event() {
+            let (pid, state) = match ev {
+                RouterEvent::Sent(id) => (id, DeliveryState::Sent),
+                RouterEvent::Delivered(id) => (id, DeliveryState::Delivered),
+                RouterEvent::Expired(id) | RouterEvent::Dropped(id) => (id, DeliveryState::Expired),
+            };
+            let Some(oi) = self.outbox.iter().position(|o| o.parts.iter().any(|p| p.id == pid)) else { continue };
+            let Some(o) = self.outbox.get_mut(oi) else { continue };
+            let mut acked = None;
+            for p in o.parts.iter_mut().filter(|p| p.id == pid) {
+                if state > p.state {
+                    p.state = state;
+                    if state == DeliveryState::Delivered {
+                        acked = p.tag;
+                    }
+                }
+            }
+            let overall = if o.parts.iter().any(|p| p.state == DeliveryState::Expired) {
+                DeliveryState::Expired
+            } else {
+                o.parts.iter().map(|p| p.state).min().unwrap_or(DeliveryState::Queued)
+            };
+            let id = o.id;
+            let changed = overall != o.state && overall > o.state;
+            if changed {
+                o.state = overall;
+                let _ = self.events.push_back(Event::Status { id, state: overall });
+            }
+            if matches!(overall, DeliveryState::Delivered | DeliveryState::Expired) {
+                self.outbox.swap_remove(oi);
+            }
+            if let Some((ci, n)) = acked
+                && let Some(c) = self.contacts.get_mut(ci)
+            {
+                c.tx_acked = c.tx_acked.max(n.saturating_add(1));
+            }
+        }
+    }
+}

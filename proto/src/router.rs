@@ -1,0 +1,1423 @@
+//! The store-carry-forward router: one sans-IO state machine per node
+//! (SPEC §6), shaped like quinn-proto.
+//!
+//! Inputs: [`Router::handle_frame`], [`Router::handle_link_up`],
+//! [`Router::handle_link_down`], [`Router::handle_timeout`],
+//! [`Router::submit`], [`Router::emit_receipt`]. Outputs, drained after every
+//! input: [`Router::poll_transmit`] until `None`, [`Router::poll_event`]
+//! until `None`, then [`Router::poll_timeout`] for the next wake-up.
+//!
+//! The router never decrypts: it reads the outer header, checks message ids
+//! and receipts against commitments, and keeps everything in memory bounded
+//! by its const parameters:
+//!
+//! * `S`, `L`: store slots of the small (240 B) and large (1200 B) class;
+//! * `D`: entries of the "seen" table (dedup, tombstones and store index;
+//!   must be at least `2 × (S + L)`);
+//! * `LINKS`: links up at once (at most 32);
+//! * `Q`: per-link transmit queue;
+//! * `R`: segment reassembly slots.
+//!
+//! Fairness: every store slot and seen entry is charged to the link it came
+//! from; when full, the link holding the most pays, so a flooding neighbour
+//! evicts its own frames. The node's own messages have a quota that relayed
+//! traffic cannot evict.
+
+use heapless::index_map::FnvIndexMap;
+use heapless::{Deque, Vec};
+use rand_core::Rng;
+
+use crate::hash;
+use crate::segment::{self, Reassembly, SegmentError};
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    COMMIT_LEN, FINGERPRINT_LEN, Frame, HELLO_LEN, HelloRepr, MAX_FRAME_LEN, MAX_LIFETIME_SECS, MessageFrame,
+    MessageId, RECEIPT_LEN, RECEIPT_SECRET_LEN, ReceiptRepr, SUMMARY_LEN, SUMMARY_MAX_FINGERPRINTS, SegmentRepr,
+    SizeClass, SummaryRepr, WireError,
+};
+
+/// A link as the driver names it (a UDP peer address, a BLE connection, a
+/// serial port, a radio). The router only compares ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u32);
+
+/// What a link can carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkCaps {
+    /// Largest datagram the link carries, at least [`crate::wire::MIN_MTU`].
+    pub mtu: u16,
+    /// A broadcast medium (every frame reaches every neighbour on it) rather
+    /// than one peer. Broadcast links skip hello and summaries and rebroadcast.
+    pub broadcast: bool,
+    /// The largest size class forwarded on this link.
+    pub max_class: SizeClass,
+}
+
+/// Runtime limits and timers. All have safe defaults ([`Config::DEFAULT`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Cap on the remaining lifetime this node accepts and passes on.
+    pub max_lifetime_secs: u32,
+    /// Frames per second accepted from one link (token bucket rate).
+    pub link_rate: u32,
+    /// Token bucket depth.
+    pub link_burst: u32,
+    /// First hello retry delay (doubles each retry).
+    pub hello_retry: Duration,
+    /// Hello retries after the first hello of a link-up.
+    pub hello_retries: u8,
+    /// Summary frames sent and accepted per link-up.
+    pub max_summary_frames: u8,
+    /// Store slots of each class kept for this node's own messages.
+    pub own_quota: usize,
+    /// Link-ups accepted per second (bounds hellos to new addresses).
+    pub link_ups_per_sec: u32,
+}
+
+impl Config {
+    /// The defaults documented in SPEC §6.
+    pub const DEFAULT: Config = Config {
+        max_lifetime_secs: MAX_LIFETIME_SECS,
+        link_rate: 5_000,
+        link_burst: 10_000,
+        hello_retry: Duration::from_millis(1_000),
+        hello_retries: 3,
+        max_summary_frames: 16,
+        own_quota: 16,
+        link_ups_per_sec: 64,
+    };
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::DEFAULT
+    }
+}
+
+/// Where a frame in the store came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Submitted by this node.
+    Own,
+    /// Received on this link.
+    Link(LinkId),
+}
+
+/// What storing a message did (SPEC §6.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored in a free slot.
+    Stored,
+    /// Stored after evicting this message.
+    Evicted(MessageId),
+    /// Not stored: no slot could be freed for it (its id is still
+    /// remembered, so it is not taken again).
+    Full,
+    /// Not stored: no hops left, or its class exceeds every link's.
+    NotCarried,
+}
+
+/// What one input frame was.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// A message this node had not seen, id checked. `frame` is its bytes
+    /// (for the endpoint to try to open).
+    NewMessage {
+        /// Its id.
+        id: MessageId,
+        /// What the store did with it.
+        stored: StoreOutcome,
+        /// The frame as received.
+        frame: &'a [u8],
+    },
+    /// A message already seen (or delivered): dropped.
+    Duplicate(MessageId),
+    /// A receipt that matched a message's commitment.
+    Receipt(MessageId),
+    /// A link-level frame (hello, summary) was processed.
+    Control,
+    /// A segment was stored; the frame is not complete yet.
+    Partial,
+}
+
+/// Why an input frame was dropped. None of these is fatal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The bytes are not a frame.
+    Wire(WireError),
+    /// A segment could not be reassembled.
+    Segment(SegmentError),
+    /// The link is not up.
+    UnknownLink,
+    /// The link exceeded its rate.
+    RateLimited,
+    /// A receipt for an id this node does not know, or whose secret does not
+    /// match: nothing is erased and nothing is forwarded.
+    UnverifiedReceipt,
+    /// A link-level frame out of place (summary before hello, too many).
+    Unexpected,
+    /// This node's tables are full of entries it may not drop.
+    Exhausted,
+}
+
+impl From<WireError> for FrameError {
+    fn from(e: WireError) -> Self {
+        FrameError::Wire(e)
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// Not a valid message frame.
+    Wire(WireError),
+    /// Already submitted or seen.
+    Duplicate,
+    /// The own-message quota is used up: wait for deliveries or expiries.
+    StoreFull,
+}
+
+/// Something the driver or endpoint should know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An own message went out on a link for the first time.
+    Sent(MessageId),
+    /// An own message's receipt arrived (authenticated by its commitment).
+    Delivered(MessageId),
+    /// An own message's lifetime ran out undelivered.
+    Expired(MessageId),
+    /// An own message was dropped from the store before delivery (only when
+    /// the driver shrinks resources; relayed traffic never causes it).
+    Dropped(MessageId),
+}
+
+/// A frame to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where.
+    pub link: LinkId,
+    /// Bytes written at the start of the caller's buffer.
+    pub len: usize,
+}
+
+/// Statistics, for benchmarks, tests and the local API. Counters only: no
+/// ids, no addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames handed to `handle_frame`.
+    pub frames_in: u64,
+    /// Frames dropped as malformed.
+    pub malformed: u64,
+    /// Message frames dropped for a wrong id.
+    pub bad_id: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Frames dropped by a link's rate limit.
+    pub rate_limited: u64,
+    /// Receipts that erased a message.
+    pub receipts_valid: u64,
+    /// Receipts refused.
+    pub receipts_refused: u64,
+    /// Evictions.
+    pub evictions: u64,
+    /// Frames (or segments) handed out by `poll_transmit`.
+    pub frames_out: u64,
+    /// Bytes handed out.
+    pub bytes_out: u64,
+    /// Transmissions withheld by the anti-amplification limit.
+    pub amplification_blocked: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    class: SizeClass,
+    index: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeenState {
+    /// In the store, at this slot.
+    Held(Slot),
+    /// Seen, no longer (or never) held.
+    Gone,
+    /// A valid receipt passed: never store again, and pass the receipt on.
+    Delivered { secret: [u8; RECEIPT_SECRET_LEN], hops: u8 },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    commit: [u8; COMMIT_LEN],
+    expires: Instant,
+    origin: Origin,
+    state: SeenState,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    id: MessageId,
+    /// Hop budget to put on the next transmission.
+    hops: u8,
+    /// Whether it may be forwarded at all (hops were left).
+    forward: bool,
+    lifetime_secs: u32,
+    arrived: Instant,
+    origin: Origin,
+    seq: u32,
+    sent: bool,
+    /// Bit i: the link in slot i of the link table has this message.
+    peer_has: u32,
+}
+
+struct Pool<const N: usize, const LEN: usize> {
+    meta: [Option<Meta>; N],
+    data: [[u8; LEN]; N],
+}
+
+impl<const N: usize, const LEN: usize> Pool<N, LEN> {
+    const fn new() -> Self {
+        Pool { meta: [None; N], data: [[0; LEN]; N] }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Item {
+    Message(MessageId),
+    Receipt(MessageId),
+}
+
+#[derive(Debug)]
+struct TxSeg {
+    frag: u8,
+    count: u8,
+    unit: usize,
+    next: u8,
+    len: usize,
+}
+
+struct Link<const Q: usize> {
+    id: LinkId,
+    caps: LinkCaps,
+    nonce: [u8; 16],
+    peer_nonce: Option<[u8; 16]>,
+    /// The peer echoed our nonce: its address is validated.
+    validated: bool,
+    salt: [u8; 16],
+    rx_bytes: u64,
+    tx_unvalidated: u64,
+    hello_due: Option<Instant>,
+    hello_left: u8,
+    hello_backoff: Duration,
+    /// We owe the peer a hello (it sent one that did not echo our nonce).
+    hello_reply: bool,
+    summary_cursor: Option<usize>,
+    summary_seq: u8,
+    summaries_in: u8,
+    /// After the peer's last summary: walk the store and push what it lacks.
+    sync_cursor: Option<usize>,
+    queue: Deque<Item, Q>,
+    held: [u32; 2],
+    seen: u32,
+    tokens: u32,
+    refill_at: Instant,
+    tx: Vec<u8, MAX_FRAME_LEN>,
+    seg: Option<TxSeg>,
+    next_frag: u8,
+}
+
+/// The router. Large: keep it in a `static` (firmware) or a `Box` (daemon).
+pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> {
+    config: Config,
+    small: Pool<S, { SizeClass::Small.frame_len() }>,
+    large: Pool<L, { SizeClass::Large.frame_len() }>,
+    seen: FnvIndexMap<MessageId, Seen, D>,
+    seen_hand: usize,
+    links: [Option<Link<Q>>; LINKS],
+    reassembly: Reassembly<R>,
+    events: Deque<Event, 32>,
+    seq: u32,
+    rr: usize,
+    pending_receipts: Vec<(Instant, MessageId, [u8; RECEIPT_SECRET_LEN]), 32>,
+    next_sweep: Instant,
+    link_ups: (Instant, u32),
+    stats: Stats,
+}
+
+/// Every entry point of the router that needs randomness takes it as
+/// `&mut dyn Rng` (nonces are not secrets a node must keep, but unpredictable
+/// nonces are what makes address validation work).
+pub type RngRef<'a> = &'a mut dyn Rng;
+
+impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize>
+    core::fmt::Debug for Router<S, L, D, LINKS, Q, R>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Router")
+            .field("held", &self.held())
+            .field("seen", &self.seen.len())
+            .field("links", &self.links.iter().flatten().count())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+const SWEEP: Duration = Duration::from_millis(1_000);
+
+fn fp_sorted(summary: &SummaryRepr<'_>) -> Vec<[u8; FINGERPRINT_LEN], SUMMARY_MAX_FINGERPRINTS> {
+    let mut v: Vec<[u8; FINGERPRINT_LEN], SUMMARY_MAX_FINGERPRINTS> =
+        summary.iter().take(SUMMARY_MAX_FINGERPRINTS).collect();
+    v.sort_unstable();
+    v
+}
+
+impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize>
+    Router<S, L, D, LINKS, Q, R>
+{
+    /// An empty router. `const`, so it can live in a `static`.
+    pub const fn new(config: Config) -> Self {
+        Router {
+            config,
+            small: Pool::new(),
+            large: Pool::new(),
+            seen: FnvIndexMap::new(),
+            seen_hand: 0,
+            links: [const { None }; LINKS],
+            reassembly: Reassembly::new(),
+            events: Deque::new(),
+            seq: 0,
+            rr: 0,
+            pending_receipts: Vec::new(),
+            next_sweep: Instant::ZERO,
+            link_ups: (Instant::ZERO, 0),
+            stats: Stats {
+                frames_in: 0,
+                malformed: 0,
+                bad_id: 0,
+                duplicates: 0,
+                rate_limited: 0,
+                receipts_valid: 0,
+                receipts_refused: 0,
+                evictions: 0,
+                frames_out: 0,
+                bytes_out: 0,
+                amplification_blocked: 0,
+            },
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Messages held in the store.
+    pub fn held(&self) -> usize {
+        self.small.meta.iter().flatten().count().saturating_add(self.large.meta.iter().flatten().count())
+    }
+
+    /// Entries in the seen table.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Partial frames in reassembly.
+    pub fn reassembling(&self) -> usize {
+        self.reassembly.len()
+    }
+
+    /// Whether a message is held.
+    pub fn holds(&self, id: &MessageId) -> bool {
+        matches!(self.seen.get(id), Some(Seen { state: SeenState::Held(_), .. }))
+    }
+
+    /// The bytes of a held message (as stored: hop and lifetime fields as
+    /// received).
+    pub fn message_bytes(&self, id: &MessageId) -> Option<&[u8]> {
+        match self.seen.get(id)?.state {
+            SeenState::Held(slot) => self.slot_bytes(slot),
+            _ => None,
+        }
+    }
+
+    /// Links currently up, with their caps and whether validated.
+    pub fn links(&self) -> impl Iterator<Item = (LinkId, LinkCaps, bool)> + '_ {
+        self.links.iter().flatten().map(|l| (l.id, l.caps, l.validated))
+    }
+
+    fn slot_bytes(&self, slot: Slot) -> Option<&[u8]> {
+        let i = usize::from(slot.index);
+        match slot.class {
+            SizeClass::Small => self.small.data.get(i).map(|d| &d[..]),
+            SizeClass::Large => self.large.data.get(i).map(|d| &d[..]),
+        }
+    }
+
+    fn meta(&self, slot: Slot) -> Option<&Meta> {
+        let i = usize::from(slot.index);
+        match slot.class {
+            SizeClass::Small => self.small.meta.get(i)?.as_ref(),
+            SizeClass::Large => self.large.meta.get(i)?.as_ref(),
+        }
+    }
+
+    fn meta_mut(&mut self, slot: Slot) -> Option<&mut Meta> {
+        let i = usize::from(slot.index);
+        match slot.class {
+            SizeClass::Small => self.small.meta.get_mut(i)?.as_mut(),
+            SizeClass::Large => self.large.meta.get_mut(i)?.as_mut(),
+        }
+    }
+
+    fn link_index(&self, link: LinkId) -> Option<usize> {
+        self.links.iter().position(|l| l.as_ref().is_some_and(|l| l.id == link))
+    }
+
+    fn class_index(class: SizeClass) -> usize {
+        match class {
+            SizeClass::Small => 0,
+            SizeClass::Large => 1,
+        }
+    }
+
+    // ----- links -------------------------------------------------------
+
+    /// A link came up. The router greets it with a hello (address
+    /// validation, summary salt) unless it is a broadcast medium. Returns
+    /// `false` if the link table is full or link-ups arrive faster than
+    /// [`Config::link_ups_per_sec`]; the driver should then drop the link.
+    #[must_use]
+    pub fn handle_link_up(&mut self, now: Instant, rng: RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
+        if self.link_index(link).is_some() {
+            self.handle_link_down(now, link);
+        }
+        if now.saturating_since(self.link_ups.0) >= Duration::from_secs(1) {
+            self.link_ups = (now, 0);
+        }
+        if self.link_ups.1 >= self.config.link_ups_per_sec {
+            return false;
+        }
+        let Some(free) = self.links.iter().position(Option::is_none) else {
+            return false;
+        };
+        self.link_ups.1 = self.link_ups.1.saturating_add(1);
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let caps = LinkCaps { mtu: caps.mtu.max(crate::wire::MIN_MTU as u16), ..caps };
+        let state = Link {
+            id: link,
+            caps,
+            nonce,
+            peer_nonce: None,
+            validated: caps.broadcast,
+            salt: [0; 16],
+            rx_bytes: 0,
+            tx_unvalidated: 0,
+            hello_due: (!caps.broadcast).then_some(now),
+            hello_left: self.config.hello_retries.saturating_add(1),
+            hello_backoff: self.config.hello_retry,
+            hello_reply: false,
+            summary_cursor: None,
+            summary_seq: 0,
+            summaries_in: 0,
+            sync_cursor: None,
+            queue: Deque::new(),
+            held: [0; 2],
+            seen: 0,
+            tokens: self.config.link_burst,
+            refill_at: now,
+            tx: Vec::new(),
+            seg: None,
+            next_frag: 0,
+        };
+        if let Some(s) = self.links.get_mut(free) {
+            *s = Some(state);
+        }
+        let bit = !(1u32 << (free & 31));
+        for m in self.small.meta.iter_mut().flatten() {
+            m.peer_has &= bit;
+        }
+        for m in self.large.meta.iter_mut().flatten() {
+            m.peer_has &= bit;
+        }
+        true
+    }
+
+    /// A link went down: its queue, partial frames and summary state go.
+    /// Stored messages stay (that is the "carry" in store-carry-forward);
+    /// their charge moves to nobody's account.
+    pub fn handle_link_down(&mut self, _now: Instant, link: LinkId) {
+        if let Some(i) = self.link_index(link)
+            && let Some(l) = self.links.get_mut(i)
+        {
+            *l = None;
+        }
+        self.reassembly.link_down(link);
+    }
+
+    fn refill(link: &mut Link<Q>, config: &Config, now: Instant) {
+        let elapsed = now.saturating_since(link.refill_at).as_millis();
+        let add = elapsed.saturating_mul(u64::from(config.link_rate)) / 1000;
+        if add > 0 {
+            let t = u64::from(link.tokens).saturating_add(add).min(u64::from(config.link_burst));
+            link.tokens = u32::try_from(t).unwrap_or(u32::MAX);
+            link.refill_at = now;
+        }
+    }
+
+    // ----- input ---------------------------------------------------------
+
+    /// Handle one datagram received on `link`. Never panics; any bytes are
+    /// fine (malformed ones are counted and refused with a typed error).
+    pub fn handle_frame<'a>(
+        &'a mut self,
+        now: Instant,
+        link: LinkId,
+        bytes: &'a [u8],
+    ) -> Result<Outcome<'a>, FrameError> {
+        self.stats.frames_in = self.stats.frames_in.saturating_add(1);
+        let li = self.link_index(link).ok_or(FrameError::UnknownLink)?;
+        let config = self.config;
+        let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else {
+            return Err(FrameError::UnknownLink);
+        };
+        Self::refill(l, &config, now);
+        if l.tokens == 0 {
+            self.stats.rate_limited = self.stats.rate_limited.saturating_add(1);
+            return Err(FrameError::RateLimited);
+        }
+        l.tokens = l.tokens.saturating_sub(1);
+        l.rx_bytes = l.rx_bytes.saturating_add(bytes.len() as u64);
+
+        let frame = match Frame::parse(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.malformed = self.stats.malformed.saturating_add(1);
+                return Err(e.into());
+            }
+        };
+        if let Frame::Segment(seg) = frame {
+            return self.handle_segment(now, li, link, seg);
+        }
+        self.handle_whole(now, li, frame)
+    }
+
+    fn handle_segment<'a>(
+        &'a mut self,
+        now: Instant,
+        li: usize,
+        link: LinkId,
+        seg: SegmentRepr<'_>,
+    ) -> Result<Outcome<'a>, FrameError> {
+        let len = match self.reassembly.add(now, link, &seg) {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(Outcome::Partial),
+            Err(e) => {
+                self.stats.malformed = self.stats.malformed.saturating_add(1);
+                return Err(FrameError::Segment(e));
+            }
+        };
+        // The reassembled frame lives in `self.reassembly`; copy it out so
+        // that processing it may touch the rest of the router.
+        let mut copy = [0u8; MAX_FRAME_LEN];
+        let frame = self.reassembly.frame(len);
+        let bytes = copy.get_mut(..frame.len()).unwrap_or(&mut []);
+        bytes.copy_from_slice(frame);
+        let bytes = &*bytes;
+        let frame = match Frame::parse(bytes) {
+            Ok(Frame::Segment(_)) => return Err(FrameError::Unexpected),
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.malformed = self.stats.malformed.saturating_add(1);
+                return Err(e.into());
+            }
+        };
+        match self.handle_whole(now, li, frame)? {
+            Outcome::NewMessage { id, stored, .. } => {
+                // Hand the bytes out from the store or the reassembly buffer.
+                let frame = match self.seen.get(&id).map(|s| s.state) {
+                    Some(SeenState::Held(slot)) => self.slot_bytes(slot).unwrap_or(&[]),
+                    _ => self.reassembly.frame(len),
+                };
+                Ok(Outcome::NewMessage { id, stored, frame })
+            }
+            Outcome::Duplicate(id) => Ok(Outcome::Duplicate(id)),
+            Outcome::Receipt(id) => Ok(Outcome::Receipt(id)),
+            Outcome::Control => Ok(Outcome::Control),
+            Outcome::Partial => Ok(Outcome::Partial),
+        }
+    }
+
+    fn handle_whole<'a>(&mut self, now: Instant, li: usize, frame: Frame<'a>) -> Result<Outcome<'a>, FrameError> {
+        match frame {
+            Frame::Message(m) => self.handle_message(now, li, m),
+            Frame::Receipt(r) => self.handle_receipt(now, Some(li), r).map(Outcome::Receipt),
+            Frame::Hello(h) => self.handle_hello(now, li, h),
+            Frame::Summary(s) => self.handle_summary(li, s),
+            Frame::Segment(_) => Err(FrameError::Unexpected),
+        }
+    }
+
+    fn handle_message<'a>(
+        &mut self,
+        now: Instant,
+        li: usize,
+        m: MessageFrame<&'a [u8]>,
+    ) -> Result<Outcome<'a>, FrameError> {
+        let id = m.id();
+        let bit = 1u32 << (li & 31);
+        if let Some(seen) = self.seen.get(&id) {
+            // Already known: nothing new can come of it, so the id is not
+            // even hashed (junk that borrows a live id is dropped here too).
+            if let SeenState::Held(slot) = seen.state
+                && let Some(meta) = self.meta_mut(slot)
+            {
+                meta.peer_has |= bit;
+            }
+            self.stats.duplicates = self.stats.duplicates.saturating_add(1);
+            return Ok(Outcome::Duplicate(id));
+        }
+        if m.check_id().is_err() {
+            self.stats.bad_id = self.stats.bad_id.saturating_add(1);
+            return Err(FrameError::Wire(WireError::BadId));
+        }
+        let Some(link) = self.links.get(li).and_then(Option::as_ref) else {
+            return Err(FrameError::UnknownLink);
+        };
+        let origin = Origin::Link(link.id);
+        let lifetime = m.lifetime_secs().min(self.config.max_lifetime_secs);
+        let expires = now.saturating_add(Duration::from_secs(u64::from(lifetime)));
+        let seen = Seen { commit: m.commit(), expires, origin, state: SeenState::Gone };
+        self.insert_seen(id, seen)?;
+        let class = m.class();
+        let hops = m.hops();
+        let forward = hops > 0 && lifetime > 0;
+        let stored = if forward {
+            let meta = Meta {
+                id,
+                hops: hops.saturating_sub(1),
+                forward,
+                lifetime_secs: lifetime,
+                arrived: now,
+                origin,
+                seq: 0,
+                sent: false,
+                peer_has: bit,
+            };
+            let outcome = self.store(class, meta, m.as_bytes());
+            if matches!(outcome, StoreOutcome::Stored | StoreOutcome::Evicted(_)) {
+                self.enqueue_all(Item::Message(id), Some(li), class);
+            }
+            outcome
+        } else {
+            StoreOutcome::NotCarried
+        };
+        Ok(Outcome::NewMessage { id, stored, frame: m.into_inner() })
+    }
+
+    fn insert_seen(&mut self, id: MessageId, seen: Seen) -> Result<(), FrameError> {
+        if self.seen.is_full() {
+            self.evict_seen()?;
+        }
+        if let Origin::Link(l) = seen.origin
+            && let Some(link) = self.link_index(l).and_then(|i| self.links.get_mut(i)).and_then(Option::as_mut)
+        {
+            link.seen = link.seen.saturating_add(1);
+        }
+        self.seen.insert(id, seen).map(|_| ()).map_err(|_| FrameError::Exhausted)
+    }
+
+    /// Free one seen entry that is not holding a store slot: expired ones
+    /// first, else one from the link that has the most (clock hand).
+    fn evict_seen(&mut self) -> Result<(), FrameError> {
+        let heaviest = self.links.iter().flatten().max_by_key(|l| l.seen).map(|l| l.id);
+        let len = self.seen.len();
+        let mut fallback = None;
+        for step in 0..len {
+            let i = self.seen_hand.wrapping_add(step).checked_rem(len).unwrap_or(0);
+            let Some((_, s)) = self.seen.get_index(i) else { continue };
+            if matches!(s.state, SeenState::Held(_)) {
+                continue;
+            }
+            if Some(s.origin) == heaviest.map(Origin::Link) {
+                self.seen_hand = i;
+                return self.remove_seen_at(i);
+            }
+            if fallback.is_none() {
+                fallback = Some(i);
+            }
+        }
+        match fallback {
+            Some(i) => {
+                self.seen_hand = i;
+                self.remove_seen_at(i)
+            }
+            None => Err(FrameError::Exhausted),
+        }
+    }
+
+    fn remove_seen_at(&mut self, i: usize) -> Result<(), FrameError> {
+        let Some((id, seen)) = self.seen.get_index(i).map(|(k, v)| (*k, *v)) else {
+            return Err(FrameError::Exhausted);
+        };
+        self.uncharge_seen(seen.origin);
+        self.seen.swap_remove(&id);
+        Ok(())
+    }
+
+    fn uncharge_seen(&mut self, origin: Origin) {
+        if let Origin::Link(l) = origin
+            && let Some(link) = self.link_index(l).and_then(|i| self.links.get_mut(i)).and_then(Option::as_mut)
+        {
+            link.seen = link.seen.saturating_sub(1);
+        }
+    }
+
+    /// Put a message in the store (SPEC §6.2) and point its seen entry at it.
+    fn store(&mut self, class: SizeClass, mut meta: Meta, bytes: &[u8]) -> StoreOutcome {
+        let own = meta.origin == Origin::Own;
+        let cap = match class {
+            SizeClass::Small => S,
+            SizeClass::Large => L,
+        };
+        let metas: &[Option<Meta>] = match class {
+            SizeClass::Small => &self.small.meta,
+            SizeClass::Large => &self.large.meta,
+        };
+        let own_count = metas.iter().flatten().filter(|m| m.origin == Origin::Own).count();
+        let relayed_cap = cap.saturating_sub(self.config.own_quota.min(cap));
+        let relayed_count = metas.iter().flatten().filter(|m| m.origin != Origin::Own).count();
+        let free = metas.iter().position(Option::is_none);
+        let mut evicted = None;
+        let index = if own {
+            if own_count >= self.config.own_quota.max(1).min(cap) && free.is_none() {
+                return StoreOutcome::Full;
+            }
+            match free {
+                Some(i) => i,
+                None => match self.victim(class, None) {
+                    Some((i, id)) => {
+                        evicted = Some(id);
+                        i
+                    }
+                    None => return StoreOutcome::Full,
+                },
+            }
+        } else {
+            // Relayed traffic may use the slots own messages are not using,
+            // but never more than `relayed_cap` while own messages wait.
+            let room = relayed_count < relayed_cap.max(cap.saturating_sub(own_count).min(cap));
+            match free.filter(|_| room && relayed_count < cap.saturating_sub(own_count)) {
+                Some(i) => i,
+                None => match self.victim(class, meta.origin_link()) {
+                    Some((i, id)) => {
+                        evicted = Some(id);
+                        i
+                    }
+                    None => return StoreOutcome::Full,
+                },
+            }
+        };
+        if let Some(id) = evicted {
+            self.free_slot(Slot { class, index: index as u16 }, id);
+            self.stats.evictions = self.stats.evictions.saturating_add(1);
+        }
+        self.seq = self.seq.wrapping_add(1);
+        meta.seq = self.seq;
+        let slot = Slot { class, index: index as u16 };
+        match class {
+            SizeClass::Small => {
+                if let (Some(m), Some(d)) = (self.small.meta.get_mut(index), self.small.data.get_mut(index)) {
+                    *m = Some(meta);
+                    d.copy_from_slice(bytes);
+                }
+            }
+            SizeClass::Large => {
+                if let (Some(m), Some(d)) = (self.large.meta.get_mut(index), self.large.data.get_mut(index)) {
+                    *m = Some(meta);
+                    d.copy_from_slice(bytes);
+                }
+            }
+        }
+        if let Some(seen) = self.seen.get_mut(&meta.id) {
+            seen.state = SeenState::Held(slot);
+        }
+        if let Some(l) = meta.origin_link()
+            && let Some(link) = self.link_index(l).and_then(|i| self.links.get_mut(i)).and_then(Option::as_mut)
+            && let Some(h) = link.held.get_mut(Self::class_index(class))
+        {
+            *h = h.saturating_add(1);
+        }
+        match evicted {
+            Some(id) => StoreOutcome::Evicted(id),
+            None => StoreOutcome::Stored,
+        }
+    }
+
+    /// The relayed message to evict for a newcomer from `from`: the oldest
+    /// of the origin holding the most slots of this class (expired first).
+    /// Own messages are never chosen.
+    fn victim(&self, class: SizeClass, from: Option<LinkId>) -> Option<(usize, MessageId)> {
+        let metas: &[Option<Meta>] = match class {
+            SizeClass::Small => &self.small.meta,
+            SizeClass::Large => &self.large.meta,
+        };
+        // Count per origin among relayed entries (origins are links up or
+        // links gone; count gone links together as "nobody").
+        let ci = Self::class_index(class);
+        let mut heaviest: Option<(Option<LinkId>, u32)> = None;
+        for l in self.links.iter().flatten() {
+            let n = l.held.get(ci).copied().unwrap_or(0);
+            if heaviest.is_none_or(|(_, h)| n > h || (n == h && Some(l.id) == from)) {
+                heaviest = Some((Some(l.id), n));
+            }
+        }
+        let linked: u32 = self.links.iter().flatten().map(|l| l.held.get(ci).copied().unwrap_or(0)).sum();
+        let relayed = metas.iter().flatten().filter(|m| m.origin != Origin::Own).count() as u32;
+        let orphans = relayed.saturating_sub(linked);
+        let target = match heaviest {
+            Some((id, n)) if n >= orphans => id,
+            _ => None,
+        };
+        let pick = |want: Option<Option<LinkId>>| {
+            metas
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| m.as_ref().map(|m| (i, m)))
+                .filter(|(_, m)| m.origin != Origin::Own)
+                .filter(|(_, m)| match want {
+                    None => true,
+                    Some(None) => m.origin_link().is_none_or(|l| self.link_index(l).is_none()),
+                    Some(Some(l)) => m.origin_link() == Some(l),
+                })
+                .min_by_key(|(_, m)| m.seq)
+                .map(|(i, m)| (i, m.id))
+        };
+        pick(Some(target)).or_else(|| pick(None))
+    }
+
+    /// Release a slot (the seen entry stays, as `Gone`).
+    fn free_slot(&mut self, slot: Slot, id: MessageId) {
+        let meta = self.meta(slot).copied();
+        let i = usize::from(slot.index);
+        match slot.class {
+            SizeClass::Small => {
+                if let Some(m) = self.small.meta.get_mut(i) {
+                    *m = None;
+                }
+            }
+            SizeClass::Large => {
+                if let Some(m) = self.large.meta.get_mut(i) {
+                    *m = None;
+                }
+            }
+        }
+        if let Some(seen) = self.seen.get_mut(&id)
+            && seen.state == SeenState::Held(slot)
+        {
+            seen.state = SeenState::Gone;
+        }
+        if let Some(meta) = meta {
+            if meta.origin == Origin::Own && !meta.sent {
+                // Only reachable through expiry or delivery; evicting own
+                // messages is not possible.
+            }
+            if let Some(l) = meta.origin_link()
+                && let Some(link) = self.link_index(l).and_then(|i| self.links.get_mut(i)).and_then(Option::as_mut)
+                && let Some(h) = link.held.get_mut(Self::class_index(slot.class))
+            {
+                *h = h.saturating_sub(1);
+            }
+        }
+    }
+
+    fn enqueue_all(&mut self, item: Item, except: Option<usize>, class: SizeClass) {
+        for (i, l) in self.links.iter_mut().enumerate() {
+            let Some(l) = l.as_mut() else { continue };
+            if Some(i) == except && !l.caps.broadcast {
+                continue;
+            }
+            if matches!(item, Item::Message(_)) && class > l.caps.max_class {
+                continue;
+            }
+            // A full queue drops the item for this link; the next link-up's
+            // summaries will offer it again.
+            let _ = l.queue.push_back(item);
+        }
+    }
+
+    fn handle_receipt(&mut self, now: Instant, li: Option<usize>, r: ReceiptRepr) -> Result<MessageId, FrameError> {
+        let Some(seen) = self.seen.get(&r.id).copied() else {
+            self.stats.receipts_refused = self.stats.receipts_refused.saturating_add(1);
+            return Err(FrameError::UnverifiedReceipt);
+        };
+        if let SeenState::Delivered { .. } = seen.state {
+            self.stats.duplicates = self.stats.duplicates.saturating_add(1);
+            return Ok(r.id);
+        }
+        if !r.matches(&seen.commit) {
+            self.stats.receipts_refused = self.stats.receipts_refused.saturating_add(1);
+            return Err(FrameError::UnverifiedReceipt);
+        }
+        self.stats.receipts_valid = self.stats.receipts_valid.saturating_add(1);
+        if let SeenState::Held(slot) = seen.state {
+            self.free_slot(slot, r.id);
+        }
+        // Keep the tombstone until the message's lifetime would have ended
+        // (at least long enough to pass the receipt on).
+        let expires = seen.expires.max(now.saturating_add(Duration::from_secs(60)));
+        let hops = match li {
+            Some(_) => r.hops.saturating_sub(1),
+            None => r.hops,
+        };
+        if let Some(s) = self.seen.get_mut(&r.id) {
+            s.state = SeenState::Delivered { secret: r.secret, hops };
+            s.expires = expires;
+        }
+        if seen.origin == Origin::Own {
+            let _ = self.events.push_back(Event::Delivered(r.id));
+        }
+        if hops > 0 || li.is_none() {
+            self.enqueue_all(Item::Receipt(r.id), li, SizeClass::Small);
+        }
+        Ok(r.id)
+    }
+
+    fn handle_hello<'a>(&mut self, now: Instant, li: usize, h: HelloRepr) -> Result<Outcome<'a>, FrameError> {
+        let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else {
+            return Err(FrameError::UnknownLink);
+        };
+        if l.caps.broadcast {
+            return Ok(Outcome::Control);
+        }
+        let fresh_peer = l.peer_nonce != Some(h.nonce);
+        if fresh_peer {
+            // A new nonce from the peer (first hello, or it restarted the
+            // link): start the summary exchange afresh.
+            l.peer_nonce = Some(h.nonce);
+            l.salt = hash::link_salt(&l.nonce, &h.nonce);
+            l.summaries_in = 0;
+            l.sync_cursor = None;
+            l.summary_cursor = None;
+            l.summary_seq = 0;
+        }
+        if h.echo != l.nonce {
+            // The peer has not heard us yet: answer (within the
+            // amplification limit, a hello for a hello).
+            l.hello_reply = true;
+        }
+        if h.echo == l.nonce && !l.validated {
+            l.validated = true;
+            l.hello_due = None;
+        }
+        if l.validated && fresh_peer || (l.validated && l.summary_cursor.is_none() && l.summary_seq == 0) {
+            l.summary_cursor = Some(0);
+        }
+        let _ = now;
+        Ok(Outcome::Control)
+    }
+
+    fn handle_summary<'a>(&mut self, li: usize, s: SummaryRepr<'_>) -> Result<Outcome<'a>, FrameError> {
+        let max = self.config.max_summary_frames;
+        let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else {
+            return Err(FrameError::UnknownLink);
+        };
+        if !l.validated || l.peer_nonce.is_none() || l.caps.broadcast || l.summaries_in >= max {
+            return Err(FrameError::Unexpected);
+        }
+        l.summaries_in = l.summaries_in.saturating_add(1);
+        let salt = l.salt;
+        let last = s.last || l.summaries_in >= max;
+        if last {
+            l.sync_cursor = Some(0);
+        }
+        let fps = fp_sorted(&s);
+        let bit = 1u32 << (li & 31);
+        for m in self.small.meta.iter_mut().chain(self.large.meta.iter_mut()).flatten() {
+            if fps.binary_search(&hash::fingerprint(&salt, &m.id.0)).is_ok() {
+                m.peer_has |= bit;
+            }
+        }
+        Ok(Outcome::Control)
+    }
+
+    // ----- local input ---------------------------------------------------
+
+    /// Submit one of this node's own sealed message frames. It is stored
+    /// under the own-message quota and sent on every link.
+    pub fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError> {
+        let m = MessageFrame::new_checked(frame).map_err(SubmitError::Wire)?;
+        let id = m.check_id().map_err(SubmitError::Wire)?;
+        if self.seen.contains_key(&id) {
+            return Err(SubmitError::Duplicate);
+        }
+        let lifetime = m.lifetime_secs().min(self.config.max_lifetime_secs);
+        let expires = now.saturating_add(Duration::from_secs(u64::from(lifetime)));
+        let seen = Seen { commit: m.commit(), expires, origin: Origin::Own, state: SeenState::Gone };
+        self.insert_seen(id, seen).map_err(|_| SubmitError::StoreFull)?;
+        let meta = Meta {
+            id,
+            hops: m.hops(),
+            forward: true,
+            lifetime_secs: lifetime,
+            arrived: now,
+            origin: Origin::Own,
+            seq: 0,
+            sent: false,
+            peer_has: 0,
+        };
+        match self.store(m.class(), meta, frame) {
+            StoreOutcome::Stored | StoreOutcome::Evicted(_) => {
+                self.enqueue_all(Item::Message(id), None, m.class());
+                Ok(id)
+            }
+            StoreOutcome::Full | StoreOutcome::NotCarried => {
+                self.seen.swap_remove(&id);
+                Err(SubmitError::StoreFull)
+            }
+        }
+    }
+
+    /// Schedule the receipt for a message this node opened, to go out at
+    /// `at` (the endpoint adds a short random delay, so the first node to
+    /// send a receipt is not obviously the recipient). The receipt then
+    /// acts as if it had arrived: the local copy is dropped and the receipt
+    /// is sent on every link.
+    pub fn emit_receipt(&mut self, at: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
+        self.pending_receipts.push((at, id, secret)).is_ok()
+    }
+
+    // ----- timers --------------------------------------------------------
+
+    /// Run timers: due receipts, hello retries, expiry of stored messages,
+    /// seen entries and partial frames.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Receipts that are due.
+        let mut i = 0;
+        while let Some(&(at, id, secret)) = self.pending_receipts.get(i) {
+            if at <= now {
+                self.pending_receipts.swap_remove(i);
+                let hops = crate::wire::MAX_HOPS_DEFAULT;
+                let r = ReceiptRepr { hops, lifetime_secs: 0, id, secret };
+                let _ = self.handle_receipt(now, None, r);
+            } else {
+                i = i.saturating_add(1);
+            }
+        }
+        if now >= self.next_sweep {
+            self.sweep(now);
+            self.next_sweep = now.saturating_add(SWEEP);
+        }
+        self.reassembly.expire(now);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        // Expire stored messages.
+        let mut expired: Vec<(Slot, MessageId, Origin, bool), 16> = Vec::new();
+        loop {
+            expired.clear();
+            for (class, metas) in [(SizeClass::Small, &self.small.meta[..]), (SizeClass::Large, &self.large.meta[..])] {
+                for (i, m) in metas.iter().enumerate() {
+                    let Some(m) = m else { continue };
+                    let end = m.arrived.saturating_add(Duration::from_secs(u64::from(m.lifetime_secs)));
+                    if end <= now && expired.push((Slot { class, index: i as u16 }, m.id, m.origin, m.sent)).is_err() {
+                        break;
+                    }
+                }
+            }
+            if expired.is_empty() {
+                break;
+            }
+            for &(slot, id, origin, _) in &expired {
+                self.free_slot(slot, id);
+                if origin == Origin::Own {
+                    let _ = self.events.push_back(Event::Expired(id));
+                }
+            }
+        }
+        // Forget seen entries past their time (never one that holds a slot).
+        let mut gone: Vec<MessageId, 64> = Vec::new();
+        loop {
+            gone.clear();
+            for (id, s) in self.seen.iter() {
+                if s.expires <= now && !matches!(s.state, SeenState::Held(_)) && gone.push(*id).is_err() {
+                    break;
+                }
+            }
+            if gone.is_empty() {
+                break;
+            }
+            for id in &gone {
+                if let Some(s) = self.seen.swap_remove(id) {
+                    self.uncharge_seen(s.origin);
+                }
+            }
+        }
+    }
+
+    /// When to call [`Router::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if self.held() > 0 || !self.seen.is_empty() {
+            consider(self.next_sweep);
+        }
+        for &(at, _, _) in &self.pending_receipts {
+            consider(at);
+        }
+        for l in self.links.iter().flatten() {
+            if let Some(t) = l.hello_due {
+                consider(t);
+            }
+        }
+        if let Some(t) = self.reassembly.next_deadline() {
+            consider(t);
+        }
+        next
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- output --------------------------------------------------------
+
+    /// The next datagram to send, written to the start of `buf` (which must
+    /// hold [`MAX_FRAME_LEN`] bytes). Links take turns, so one busy link
+    /// cannot starve the others.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let n = LINKS;
+        for step in 0..n {
+            let li = self.rr.wrapping_add(step).checked_rem(n).unwrap_or(0);
+            if let Some(t) = self.transmit_on(now, li, buf) {
+                self.rr = li.wrapping_add(1);
+                self.stats.frames_out = self.stats.frames_out.saturating_add(1);
+                self.stats.bytes_out = self.stats.bytes_out.saturating_add(t.len as u64);
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Produce the next datagram for link `li`.
+    fn transmit_on(&mut self, now: Instant, li: usize, buf: &mut [u8]) -> Option<Transmit> {
+        // Continue a segmented frame first.
+        if let Some(t) = self.next_segment(li, buf) {
+            return Some(t);
+        }
+        let len = self.next_frame(now, li)?;
+        let l = self.links.get_mut(li)?.as_mut()?;
+        let mtu = usize::from(l.caps.mtu);
+        if len <= mtu {
+            let out = buf.get_mut(..len)?;
+            out.copy_from_slice(l.tx.get(..len)?);
+            return Some(Transmit { link: l.id, len });
+        }
+        let (count, unit) = segment::plan(len, mtu)?;
+        l.next_frag = l.next_frag.wrapping_add(1) & 0x3f;
+        l.seg = Some(TxSeg { frag: l.next_frag, count, unit, next: 0, len });
+        self.next_segment(li, buf)
+    }
+
+    fn next_segment(&mut self, li: usize, buf: &mut [u8]) -> Option<Transmit> {
+        let l = self.links.get_mut(li)?.as_mut()?;
+        let seg = l.seg.as_mut()?;
+        let code = segment::length_code(seg.len)?;
+        let r = segment::range(seg.len, seg.count, seg.unit, seg.next);
+        let repr = SegmentRepr { frag: seg.frag | (code << 6), index: seg.next, count: seg.count, data: l.tx.get(r)? };
+        let written = repr.emit(buf).ok()?;
+        seg.next = seg.next.saturating_add(1);
+        if seg.next >= seg.count {
+            l.seg = None;
+        }
+        Some(Transmit { link: l.id, len: written })
+    }
+
+    /// Build the next whole frame for link `li` into its `tx` buffer.
+    fn next_frame(&mut self, now: Instant, li: usize) -> Option<usize> {
+        // 1. Hello: first one and retries, or a reply to the peer's hello.
+        if let Some(len) = self.next_hello(now, li) {
+            return Some(len);
+        }
+        let validated = self.links.get(li)?.as_ref()?.validated;
+        if !validated {
+            return None;
+        }
+        // 2. Summary frames of this link-up.
+        if let Some(len) = self.next_summary(li) {
+            return Some(len);
+        }
+        // 3. Queued receipts and messages.
+        loop {
+            let item = self.links.get_mut(li)?.as_mut()?.queue.pop_front();
+            let Some(item) = item else { break };
+            if let Some(len) = self.build_item(now, li, item) {
+                return Some(len);
+            }
+        }
+        // 4. Store sync after the peer's summary.
+        self.next_sync(now, li)
+    }
+
+    fn next_hello(&mut self, now: Instant, li: usize) -> Option<usize> {
+        let retry_limit = self.config.hello_retries;
+        let l = self.links.get_mut(li)?.as_mut()?;
+        if l.caps.broadcast {
+            return None;
+        }
+        let scheduled = l.hello_due.is_some_and(|t| t <= now) && l.hello_left > 0;
+        if !scheduled && !l.hello_reply {
+            return None;
+        }
+        let initial = scheduled && l.hello_left > retry_limit;
+        if !l.validated && !initial && !scheduled {
+            // A reply to an unvalidated address: at most 3× what it sent us.
+            let budget = l.rx_bytes.saturating_mul(3);
+            if l.tx_unvalidated.saturating_add(HELLO_LEN as u64) > budget {
+                self.stats.amplification_blocked = self.stats.amplification_blocked.saturating_add(1);
+                l.hello_reply = false;
+                return None;
+            }
+        }
+        let hello = HelloRepr { nonce: l.nonce, echo: l.peer_nonce.unwrap_or([0; 16]) };
+        l.tx.clear();
+        let _ = l.tx.resize(HELLO_LEN, 0);
+        hello.emit(&mut l.tx).ok()?;
+        if !l.validated {
+            l.tx_unvalidated = l.tx_unvalidated.saturating_add(HELLO_LEN as u64);
+        }
+        l.hello_reply = false;
+        if scheduled {
+            l.hello_left = l.hello_left.saturating_sub(1);
+            l.hello_due = (l.hello_left > 0 && !l.validated).then(|| now.saturating_add(l.hello_backoff));
+            l.hello_backoff = Duration::from_millis(l.hello_backoff.as_millis().saturating_mul(2));
+        }
+        Some(HELLO_LEN)
+    }
+
+    fn next_summary(&mut self, li: usize) -> Option<usize> {
+        let max = self.config.max_summary_frames;
+        let l = self.links.get(li)?.as_ref()?;
+        let cursor = l.summary_cursor?;
+        let salt = l.salt;
+        let seq = l.summary_seq;
+        // Walk small then large slots from the cursor, gathering fingerprints.
+        let mut fps: Vec<u8, { SUMMARY_MAX_FINGERPRINTS * FINGERPRINT_LEN }> = Vec::new();
+        let total = S.saturating_add(L);
+        let mut pos = cursor;
+        while pos < total && fps.len() < SUMMARY_MAX_FINGERPRINTS * FINGERPRINT_LEN {
+            let meta = if pos < S {
+                self.small.meta.get(pos).and_then(Option::as_ref)
+            } else {
+                self.large.meta.get(pos.saturating_sub(S)).and_then(Option::as_ref)
+            };
+            if let Some(m) = meta
+                && m.forward
+            {
+                let _ = fps.extend_from_slice(&hash::fingerprint(&salt, &m.id.0));
+            }
+            pos = pos.saturating_add(1);
+        }
+        let last = pos >= total || seq.saturating_add(1) >= max;
+        let repr = SummaryRepr { seq, last, fingerprints: &fps };
+        let l = self.links.get_mut(li)?.as_mut()?;
+        l.tx.clear();
+        let _ = l.tx.resize(SUMMARY_LEN, 0);
+        repr.emit(&mut l.tx).ok()?;
+        l.summary_seq = seq.saturating_add(1);
+        l.summary_cursor = if last { None } else { Some(pos) };
+        Some(SUMMARY_LEN)
+    }
+
+    fn next_sync(&mut self, now: Instant, li: usize) -> Option<usize> {
+        let total = S.saturating_add(L);
+        let bit = 1u32 << (li & 31);
+        loop {
+            let l = self.links.get(li)?.as_ref()?;
+            let pos = l.sync_cursor?;
+            let max_class = l.caps.max_class;
+            if pos >= total {
+                self.links.get_mut(li)?.as_mut()?.sync_cursor = None;
+                return None;
+            }
+            if let Some(c) = self.links.get_mut(li).and_then(Option::as_mut) {
+                c.sync_cursor = Some(pos.saturating_add(1));
+            }
+            let (meta, class) = if pos < S {
+                (self.small.meta.get(pos).and_then(Option::as_ref), SizeClass::Small)
+            } else {
+                (self.large.meta.get(pos.saturating_sub(S)).and_then(Option::as_ref), SizeClass::Large)
+            };
+            let Some(m) = meta else { continue };
+            if m.peer_has & bit != 0 || !m.forward || class > max_class {
+                continue;
+            }
+            let id = m.id;
+            if let Some(len) = self.build_item(now, li, Item::Message(id)) {
+                return Some(len);
+            }
+        }
+    }
+
+    /// Write a queued item into the link's `tx`; `None` if it no longer
+    /// exists or the peer has it.
+    fn build_item(&mut self, now: Instant, li: usize, item: Item) -> Option<usize> {
+        let bit = 1u32 << (li & 31);
+        match item {
+            Item::Receipt(id) => {
+                let seen = *self.seen.get(&id)?;
+                let SeenState::Delivered { secret, hops } = seen.state else { return None };
+                let remaining = seen.expires.saturating_since(now).as_secs_ceil();
+                let lifetime_secs = u32::try_from(remaining).unwrap_or(MAX_LIFETIME_SECS).min(MAX_LIFETIME_SECS);
+                let r = ReceiptRepr { hops, lifetime_secs, id, secret };
+                let l = self.links.get_mut(li)?.as_mut()?;
+                l.tx.clear();
+                let _ = l.tx.resize(RECEIPT_LEN, 0);
+                r.emit(&mut l.tx).ok()
+            }
+            Item::Message(id) => {
+                let SeenState::Held(slot) = self.seen.get(&id)?.state else { return None };
+                let meta = *self.meta(slot)?;
+                if meta.peer_has & bit != 0 && !self.links.get(li)?.as_ref()?.caps.broadcast {
+                    return None;
+                }
+                let held = now.saturating_since(meta.arrived).as_secs_ceil();
+                let left = u64::from(meta.lifetime_secs).checked_sub(held).filter(|&l| l > 0)?;
+                let mut tmp = [0u8; MAX_FRAME_LEN];
+                let bytes = self.slot_bytes(slot)?;
+                let len = bytes.len();
+                tmp.get_mut(..len)?.copy_from_slice(bytes);
+                let mut frame = MessageFrame::new_unchecked(tmp.get_mut(..len)?);
+                frame.set_hops(meta.hops);
+                frame.set_lifetime_secs(u32::try_from(left).unwrap_or(MAX_LIFETIME_SECS));
+                let first_send = meta.origin == Origin::Own && !meta.sent;
+                if let Some(m) = self.meta_mut(slot) {
+                    m.peer_has |= bit;
+                    m.sent = true;
+                }
+                if first_send {
+                    let _ = self.events.push_back(Event::Sent(id));
+                }
+                let l = self.links.get_mut(li)?.as_mut()?;
+                l.tx.clear();
+                l.tx.extend_from_slice(tmp.get(..len)?).ok()?;
+                Some(len)
+            }
+        }
+    }
+}
+
+impl Meta {
+    fn origin_link(&self) -> Option<LinkId> {
+        match self.origin {
+            Origin::Own => None,
+            Origin::Link(l) => Some(l),
+        }
+    }
+}

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Ferry: run every test. This is the one command CI runs (.ci/run -> ./test.sh).
+#
+# Steps (each announced with "==> ..."; the first failure stops the run):
+#   setup     scripts/setup.sh
+#   fmt       cargo fmt --check (workspace, plus proto/fuzz if present)
+#   clippy    cargo clippy --workspace --all-targets -- -D warnings
+#   no_std    ferry-proto for thumbv7em-none-eabihf, every no_std feature set,
+#             with -Zbuild-std=core only (proves no std and no alloc)
+#   tests     cargo nextest run --workspace --all-targets; cargo test --doc
+#   fuzz      every cargo-fuzz target of proto for FUZZ_SECONDS (default 20) each
+#
+# Under CI=true a step that cannot run for lack of a tool is a failure. Outside
+# CI it prints "SKIP: <reason>" and the run carries on.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+CROSS_TARGET=thumbv7em-none-eabihf
+# Separate target dir for the cross build: it never touches (or waits on the
+# lock of) the host build in target/debug.
+CROSS_TARGET_DIR=target/thumbv7em
+# Every no_std feature set of ferry-proto, as extra cargo arguments on top of
+# --no-default-features. "std" is host-only and deliberately absent.
+# Keep in step with [features] in proto/Cargo.toml.
+PROTO_NO_STD_FEATURE_SETS=(
+    ""                      # relay-only hop node
+    "--features endpoint"   # end-user side (X25519, ChaCha20-Poly1305)
+)
+
+is_ci() { case "${CI:-}" in [Tt][Rr][Uu][Ee] | 1 | [Yy][Ee][Ss]) return 0 ;; *) return 1 ;; esac; }
+
+current_step="(start)"
+skipped=()
+step() {
+    current_step="$1"
+    printf '==> %s\n' "$1"
+}
+skip() {
+    if is_ci; then
+        printf 'test.sh: FAIL: %s: %s (CI=true: a missing tool is a failure)\n' "$current_step" "$1" >&2
+        exit 1
+    fi
+    printf 'SKIP: %s: %s\n' "$current_step" "$1" >&2
+    skipped+=("$current_step: $1")
+}
+run() {
+    printf '    $ %s\n' "$*"
+    "$@"
+}
+fuzz_work=""
+on_exit() {
+    local rc=$?
+    if [[ -n "$fuzz_work" ]]; then rm -rf "$fuzz_work"; fi
+    if ((rc != 0)); then
+        printf 'test.sh: FAILED in step "%s" (exit %d)\n' "$current_step" "$rc" >&2
+    fi
+}
+trap on_exit EXIT
+
+# ---------------------------------------------------------------------------
+step "setup"
+scripts/setup.sh
+
+# ---------------------------------------------------------------------------
+step "fmt"
+if cargo fmt --version >/dev/null 2>&1; then
+    run cargo fmt --all -- --check
+    if [[ -f proto/fuzz/Cargo.toml ]]; then
+        # proto/fuzz is its own workspace, so --all does not reach it.
+        (cd proto/fuzz && run cargo fmt --all -- --check)
+    fi
+else
+    skip "rustfmt (cargo fmt) is not installed"
+fi
+
+# ---------------------------------------------------------------------------
+step "clippy"
+if cargo clippy --version >/dev/null 2>&1; then
+    run cargo clippy --workspace --all-targets -- -D warnings
+else
+    skip "clippy (cargo clippy) is not installed"
+fi
+
+# ---------------------------------------------------------------------------
+step "no_std: ferry-proto for $CROSS_TARGET"
+# The Debian route (FIRMWARE-TOOLCHAIN.md): Debian's rustc 1.96 with its
+# library sources (rust-web-src) builds `core` for the target itself.
+#
+# We build with -Zbuild-std=core ONLY, not core,alloc, and on purpose: the
+# Debian sysroot has no prebuilt libraries for $CROSS_TARGET, so the only
+# crates that exist for it are core and compiler_builtins. If ferry-proto or
+# any of its dependencies (in any of these feature sets) uses `std` or
+# `alloc`, it fails to compile with "can't find crate for `alloc`". That is
+# the no_std / no-heap check. (It is also why we use this route even when
+# rustup has the target installed: a rustup sysroot ships alloc and would let
+# an accidental heap dependency through.)
+#
+# RUSTC_BOOTSTRAP=1 is set for these commands only; never for host builds.
+if [[ -x /usr/bin/rustc && -x /usr/bin/cargo && -d /usr/lib/rustlib/src/rust/library/core ]]; then
+    for extra in "${PROTO_NO_STD_FEATURE_SETS[@]}"; do
+        # shellcheck disable=SC2086 # $extra is deliberately word-split
+        run env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$CROSS_TARGET_DIR" \
+            /usr/bin/cargo build -p ferry-proto --no-default-features $extra \
+            --target "$CROSS_TARGET" -Zbuild-std=core
+    done
+else
+    skip "Debian rustc-web/cargo-web/rust-web-src not installed (/usr/bin/rustc, /usr/bin/cargo, /usr/lib/rustlib/src/rust/library)"
+fi
+
+# ---------------------------------------------------------------------------
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    # --no-tests=warn: a workspace with no tests yet is not an error.
+    run cargo nextest run --workspace --all-targets --no-tests=warn
+else
+    skip "cargo-nextest is not installed"
+    echo "    falling back to cargo test"
+    run cargo test --workspace --all-targets
+fi
+# nextest does not run doctests.
+run cargo test --workspace --doc
+
+# ---------------------------------------------------------------------------
+step "fuzz smoke (${FUZZ_SECONDS}s per target)"
+if [[ ! -f proto/fuzz/Cargo.toml ]]; then
+    echo "    no proto/fuzz/Cargo.toml: nothing to fuzz"
+elif ! command -v rustup >/dev/null 2>&1 || ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    skip "no rustup nightly toolchain (cargo-fuzz needs nightly; it cannot be downloaded here)"
+elif ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    skip "cargo-fuzz is not installed"
+else
+    fuzz_targets=()
+    while IFS= read -r t; do
+        if [[ -n "$t" ]]; then fuzz_targets+=("$t"); fi
+    done < <(cd proto && cargo +nightly fuzz list)
+    if ((${#fuzz_targets[@]} == 0)); then
+        echo "    proto/fuzz has no fuzz targets"
+    else
+        # Build all targets once; each `fuzz run` then only starts the binary.
+        (cd proto && run cargo +nightly fuzz build)
+        fuzz_work="$(mktemp -d)" # removed by on_exit
+        for t in "${fuzz_targets[@]}"; do
+            # New inputs go to the first corpus dir, a scratch one, so the
+            # checked-in seed corpus (read-only input) stays untouched.
+            corpora=("$fuzz_work/$t")
+            mkdir -p "$fuzz_work/$t"
+            if [[ -d "proto/fuzz/corpus/$t" ]]; then corpora+=("$PWD/proto/fuzz/corpus/$t"); fi
+            (cd proto && run cargo +nightly fuzz run "$t" "${corpora[@]}" -- \
+                -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1)
+        done
+    fi
+fi
+
+# ---------------------------------------------------------------------------
+if ((${#skipped[@]})); then
+    printf 'test.sh: all steps passed, but %d skipped:\n' "${#skipped[@]}"
+    printf '    SKIP %s\n' "${skipped[@]}"
+else
+    echo "test.sh: all steps passed"
+fi
