@@ -178,6 +178,40 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     }
 }
 
+#[cfg(feature = "std")]
+impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
+    fn handle_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError> {
+        (**self).handle_frame(now, link, bytes)
+    }
+    fn handle_link_up(&mut self, now: Instant, rng: router::RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
+        (**self).handle_link_up(now, rng, link, caps)
+    }
+    fn handle_link_down(&mut self, now: Instant, link: LinkId) {
+        (**self).handle_link_down(now, link)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now)
+    }
+    fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError> {
+        (**self).submit(now, frame)
+    }
+    fn emit_receipt(&mut self, at: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
+        (**self).emit_receipt(at, id, secret)
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        (**self).poll_transmit(now, buf)
+    }
+    fn poll_event(&mut self) -> Option<RouterEvent> {
+        (**self).poll_event()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+    fn message_bytes(&self, id: &MessageId) -> Option<&[u8]> {
+        (**self).message_bytes(id)
+    }
+}
+
 /// A peer this endpoint can talk to: named by the user, or known because
 /// the user sent to its code.
 #[derive(Clone)]

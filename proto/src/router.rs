@@ -344,6 +344,14 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     stats: Stats,
 }
 
+/// A router sized for a relay dongle: about 64 KiB in all (80 small and 12
+/// large store slots, 256 seen entries, 4 links).
+pub type DongleRouter = Router<80, 12, 256, 4, 32, 4>;
+
+/// A router sized for the host daemon: about 3 MiB (2048 small and 1024
+/// large slots, 8192 seen entries, 32 links). Box it.
+pub type HostRouter = Router<2048, 1024, 8192, 32, 256, 16>;
+
 /// Every entry point of the router that needs randomness takes it as
 /// `&mut dyn Rng` (nonces are not secrets a node must keep, but unpredictable
 /// nonces are what makes address validation work).
@@ -1041,6 +1049,19 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         for m in self.small.meta.iter_mut().chain(self.large.meta.iter_mut()).flatten() {
             if fps.binary_search(&hash::fingerprint(&salt, &m.id.0)).is_ok() {
                 m.peer_has |= bit;
+            }
+        }
+        // The peer still carries messages we know were delivered: pass the
+        // receipts on, so its copies die too.
+        let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else {
+            return Err(FrameError::UnknownLink);
+        };
+        for (id, seen) in self.seen.iter() {
+            if let SeenState::Delivered { .. } = seen.state
+                && fps.binary_search(&hash::fingerprint(&salt, &id.0)).is_ok()
+                && l.queue.push_back(Item::Receipt(*id)).is_err()
+            {
+                break;
             }
         }
         Ok(Outcome::Control)

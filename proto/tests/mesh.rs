@@ -1,0 +1,666 @@
+//! Deterministic multi-node tests: real routers and endpoints wired in
+//! memory, a virtual clock, a seeded RNG, latency per link. Every run of a
+//! test is the same run.
+
+use std::collections::BTreeMap;
+
+use ferry_proto::endpoint::{DeliveryState, Endpoint, Event, MAX_TEXT, SendError};
+use ferry_proto::envelope::{Identity, PeerKey};
+use ferry_proto::router::{Config, FrameError, LinkCaps, LinkId, Outcome, Router};
+use ferry_proto::wire::{
+    self, Frame, HelloRepr, Kind, MessageFrame, MessageId, ReceiptRepr, SizeClass, SummaryRepr, WireError,
+};
+use ferry_proto::{Duration, Instant};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+type TestRouter = Router<64, 16, 256, 8, 64, 4>;
+type Ep = Endpoint<Box<TestRouter>, 16, 128, 16, 256>;
+
+enum Node {
+    End(Box<Ep>),
+    Relay(Box<TestRouter>),
+}
+
+struct Wire {
+    up: bool,
+    caps: LinkCaps,
+    latency: Duration,
+}
+
+/// A frame in flight.
+struct Flight {
+    at: Instant,
+    seq: u64,
+    to: usize,
+    from: usize,
+    bytes: Vec<u8>,
+}
+
+struct Net {
+    nodes: Vec<Node>,
+    now: Instant,
+    rng: StdRng,
+    wires: BTreeMap<(usize, usize), Wire>,
+    flights: Vec<Flight>,
+    seq: u64,
+    events: Vec<Vec<Event>>,
+    /// Frames sent, by (from, to): (count, bytes).
+    sent: BTreeMap<(usize, usize), (u64, u64)>,
+    /// Every message frame that crossed a wire (for replay tests).
+    captured: Vec<Vec<u8>>,
+    unix: u64,
+}
+
+const UDP: LinkCaps = LinkCaps { mtu: 1280, broadcast: false, max_class: SizeClass::Large };
+
+fn key(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+impl Net {
+    fn new(seed: u64) -> Self {
+        Net {
+            nodes: Vec::new(),
+            now: Instant::from_millis(1_000),
+            rng: StdRng::seed_from_u64(seed),
+            wires: BTreeMap::new(),
+            flights: Vec::new(),
+            seq: 0,
+            events: Vec::new(),
+            sent: BTreeMap::new(),
+            captured: Vec::new(),
+            unix: 1_800_000_000,
+        }
+    }
+
+    fn endpoint(&mut self) -> usize {
+        let id = Identity::generate(&mut self.rng);
+        let ep = Ep::new(id, Box::new(TestRouter::new(Config::DEFAULT)));
+        self.nodes.push(Node::End(Box::new(ep)));
+        self.events.push(Vec::new());
+        self.nodes.len() - 1
+    }
+
+    fn relay(&mut self, config: Config) -> usize {
+        self.nodes.push(Node::Relay(Box::new(TestRouter::new(config))));
+        self.events.push(Vec::new());
+        self.nodes.len() - 1
+    }
+
+    fn ep(&mut self, n: usize) -> &mut Ep {
+        match &mut self.nodes[n] {
+            Node::End(e) => e,
+            Node::Relay(_) => panic!("node {n} is a relay"),
+        }
+    }
+
+    fn router(&self, n: usize) -> &TestRouter {
+        match &self.nodes[n] {
+            Node::End(e) => &e.router,
+            Node::Relay(r) => r,
+        }
+    }
+
+    fn pk(&mut self, n: usize) -> PeerKey {
+        self.ep(n).identity().public()
+    }
+
+    fn connect_with(&mut self, a: usize, b: usize, caps: LinkCaps) {
+        self.wires.insert(key(a, b), Wire { up: true, caps, latency: Duration::from_millis(5) });
+        let now = self.now;
+        for (x, y) in [(a, b), (b, a)] {
+            let link = LinkId(y as u32);
+            let ok = match &mut self.nodes[x] {
+                Node::End(e) => e.handle_link_up(now, &mut self.rng, link, caps),
+                Node::Relay(r) => r.handle_link_up(now, &mut self.rng, link, caps),
+            };
+            assert!(ok, "link up refused");
+        }
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        self.connect_with(a, b, UDP);
+    }
+
+    fn disconnect(&mut self, a: usize, b: usize) {
+        if let Some(w) = self.wires.get_mut(&key(a, b)) {
+            w.up = false;
+        }
+        let now = self.now;
+        for (x, y) in [(a, b), (b, a)] {
+            let link = LinkId(y as u32);
+            match &mut self.nodes[x] {
+                Node::End(e) => e.handle_link_down(now, link),
+                Node::Relay(r) => r.handle_link_down(now, link),
+            }
+        }
+        self.flights.retain(|f| key(f.from, f.to) != key(a, b));
+    }
+
+    /// Hand `bytes` to node `to` as if from `from`, now.
+    fn inject(&mut self, to: usize, from: usize, bytes: &[u8]) -> Result<(), FrameError> {
+        let now = self.now;
+        let link = LinkId(from as u32);
+        match &mut self.nodes[to] {
+            Node::End(e) => e.handle_frame(now, &mut self.rng, link, bytes),
+            Node::Relay(r) => r.handle_frame(now, link, bytes).map(|_| ()),
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, text: &str) -> MessageId {
+        self.try_send(from, to, text).expect("send")
+    }
+
+    fn try_send(&mut self, from: usize, to: usize, text: &str) -> Result<MessageId, SendError> {
+        let to = self.pk(to);
+        let (now, unix) = (self.now, self.unix);
+        let Node::End(e) = &mut self.nodes[from] else { panic!("relay cannot send") };
+        e.send(now, &mut self.rng, unix, &to, text)
+    }
+
+    /// Drain every node's output and events; returns whether anything moved.
+    fn pump(&mut self) -> bool {
+        let mut moved = false;
+        let mut buf = [0u8; wire::MAX_FRAME_LEN];
+        for n in 0..self.nodes.len() {
+            let now = self.now;
+            loop {
+                let t = match &mut self.nodes[n] {
+                    Node::End(e) => e.poll_transmit(now, &mut buf),
+                    Node::Relay(r) => r.poll_transmit(now, &mut buf),
+                };
+                let Some(t) = t else { break };
+                let peer = t.link.0 as usize;
+                let Some(w) = self.wires.get(&key(n, peer)).filter(|w| w.up) else { continue };
+                assert!(t.len <= usize::from(w.caps.mtu), "frame above MTU");
+                let bytes = buf[..t.len].to_vec();
+                if matches!(wire::classify(&bytes), Ok(Kind::Contact | Kind::FirstContact)) {
+                    self.captured.push(bytes.clone());
+                }
+                let e = self.sent.entry((n, peer)).or_default();
+                e.0 += 1;
+                e.1 += t.len as u64;
+                self.seq += 1;
+                self.flights.push(Flight {
+                    at: now.saturating_add(w.latency),
+                    seq: self.seq,
+                    to: peer,
+                    from: n,
+                    bytes,
+                });
+                moved = true;
+            }
+            if let Node::End(e) = &mut self.nodes[n] {
+                while let Some(ev) = e.poll_event() {
+                    self.events[n].push(ev);
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Run until `until`, delivering frames and firing timers in order.
+    fn run_until(&mut self, until: Instant) {
+        let mut steps = 0u32;
+        loop {
+            steps += 1;
+            assert!(steps < 2_000_000, "livelock: too many steps");
+            self.pump();
+            // Deliver everything due now.
+            self.flights.sort_by_key(|f| (f.at, f.seq));
+            let due: Vec<Flight> = {
+                let split = self.flights.iter().position(|f| f.at > self.now).unwrap_or(self.flights.len());
+                self.flights.drain(..split).collect()
+            };
+            if !due.is_empty() {
+                for f in due {
+                    let _ = self.inject(f.to, f.from, &f.bytes);
+                }
+                continue;
+            }
+            // Timers due now.
+            let mut fired = false;
+            for n in 0..self.nodes.len() {
+                let now = self.now;
+                let t = match &self.nodes[n] {
+                    Node::End(e) => e.poll_timeout(),
+                    Node::Relay(r) => r.poll_timeout(),
+                };
+                if t.is_some_and(|t| t <= now) {
+                    match &mut self.nodes[n] {
+                        Node::End(e) => e.handle_timeout(now, &mut self.rng),
+                        Node::Relay(r) => r.handle_timeout(now),
+                    }
+                    fired = true;
+                }
+            }
+            if fired {
+                continue;
+            }
+            // Advance to the next thing.
+            let mut next = self.flights.first().map(|f| f.at);
+            for n in &self.nodes {
+                let t = match n {
+                    Node::End(e) => e.poll_timeout(),
+                    Node::Relay(r) => r.poll_timeout(),
+                };
+                if let Some(t) = t {
+                    next = Some(next.map_or(t, |x: Instant| x.min(t)));
+                }
+            }
+            match next {
+                Some(t) if t <= until => self.now = t.max(self.now.saturating_add(Duration::from_millis(1))),
+                _ => {
+                    self.now = until;
+                    self.pump();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now.saturating_add(d);
+        self.run_until(until);
+    }
+
+    fn received(&self, n: usize) -> Vec<(PeerKey, bool, String)> {
+        self.events[n]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Received(r) => Some((r.from, r.contact, r.text.as_str().to_owned())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn states(&self, n: usize, id: MessageId) -> Vec<DeliveryState> {
+        self.events[n]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Status { id: i, state } if *i == id => Some(*state),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn two_contacts_talk_both_ways_with_receipts() {
+    let mut net = Net::new(1);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let (pa, pb) = (net.pk(a), net.pk(b));
+    let now = net.now;
+    net.ep(a).add_contact(now, pb).unwrap();
+    net.ep(b).add_contact(now, pa).unwrap();
+    net.connect(a, b);
+    let m1 = net.send(a, b, "hello from a");
+    net.run_for(secs(5));
+    assert_eq!(net.received(b), vec![(pa, true, "hello from a".to_owned())]);
+    assert_eq!(net.states(a, m1), vec![DeliveryState::Queued, DeliveryState::Sent, DeliveryState::Delivered]);
+    // The reply and the next messages use the tagged (contact) path once
+    // each side has heard from the other.
+    let m2 = net.send(b, a, "hi a");
+    net.run_for(secs(5));
+    assert_eq!(net.received(a), vec![(pb, true, "hi a".to_owned())]);
+    assert_eq!(net.states(b, m2).last(), Some(&DeliveryState::Delivered));
+    let before = net.captured.len();
+    let m3 = net.send(a, b, "now tagged");
+    net.run_for(secs(5));
+    assert!(net.captured[before..].iter().any(|f| wire::classify(f) == Ok(Kind::Contact)), "a has heard b: tags");
+    assert_eq!(net.states(a, m3).last(), Some(&DeliveryState::Delivered));
+    assert_eq!(net.received(b).len(), 2);
+    // Delivered messages are gone from the routers.
+    assert_eq!(net.router(a).held(), 0);
+    assert_eq!(net.router(b).held(), 0);
+}
+
+#[test]
+fn line_of_eight_with_a_ble_sized_hop() {
+    let mut net = Net::new(2);
+    let a = net.endpoint();
+    let relays: Vec<usize> = (0..6).map(|_| net.relay(Config::DEFAULT)).collect();
+    let h = net.endpoint();
+    let chain: Vec<usize> = std::iter::once(a).chain(relays.iter().copied()).chain(std::iter::once(h)).collect();
+    for (i, w) in chain.windows(2).enumerate() {
+        // One hop is BLE-like: 20-byte MTU, small frames only.
+        let caps = if i == 3 { LinkCaps { mtu: 20, broadcast: false, max_class: SizeClass::Small } } else { UDP };
+        net.connect_with(w[0], w[1], caps);
+    }
+    let pa = net.pk(a);
+    let id = net.send(a, h, "across eight nodes");
+    net.run_for(secs(30));
+    assert_eq!(net.received(h), vec![(pa, false, "across eight nodes".to_owned())]);
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+    for r in &relays {
+        assert_eq!(net.router(*r).held(), 0, "relay {r} dropped its copy after the receipt");
+    }
+}
+
+#[test]
+fn partition_that_heals() {
+    let mut net = Net::new(3);
+    let a = net.endpoint();
+    let r1 = net.relay(Config::DEFAULT);
+    let r2 = net.relay(Config::DEFAULT);
+    let d = net.endpoint();
+    net.connect(a, r1);
+    net.connect(r2, d);
+    let id = net.send(a, d, "wait for the bridge");
+    net.run_for(secs(60));
+    assert!(net.received(d).is_empty());
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Sent));
+    net.connect(r1, r2); // the partition heals: summaries carry it over
+    net.run_for(secs(30));
+    assert_eq!(net.received(d).len(), 1);
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+}
+
+#[test]
+fn a_carrier_bridges_islands_never_connected_at_once() {
+    let mut net = Net::new(4);
+    let a = net.endpoint();
+    let b = net.relay(Config::DEFAULT);
+    let c = net.relay(Config::DEFAULT);
+    let d = net.endpoint();
+    let bus = net.relay(Config::DEFAULT);
+    net.connect(a, b);
+    net.connect(c, d);
+    let id = net.send(a, d, "via the bus");
+    net.run_for(secs(10));
+    net.connect(bus, b); // the bus at camp one
+    net.run_for(secs(10));
+    net.disconnect(bus, b);
+    net.run_for(secs(600)); // driving
+    assert!(net.received(d).is_empty());
+    net.connect(bus, c); // the bus at camp two
+    net.run_for(secs(10));
+    assert_eq!(net.received(d).len(), 1, "the carrier delivered it");
+    // The receipt goes back the same way on the bus's next trip.
+    net.disconnect(bus, c);
+    net.run_for(secs(600));
+    net.connect(bus, b);
+    net.run_for(secs(10));
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+    assert_eq!(net.router(b).held(), 0);
+}
+
+#[test]
+fn stranger_message_is_delivered_and_receipted() {
+    let mut net = Net::new(5);
+    let a = net.endpoint();
+    let b = net.endpoint(); // b never adds a
+    net.connect(a, b);
+    let pa = net.pk(a);
+    let id = net.send(a, b, "you don't know me");
+    net.run_for(secs(5));
+    assert_eq!(net.received(b), vec![(pa, false, "you don't know me".to_owned())]);
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+    // Still not a contact: a's next message keeps the first-contact path.
+    let before = net.captured.len();
+    net.send(a, b, "again");
+    net.run_for(secs(5));
+    assert!(net.captured[before..].iter().all(|f| wire::classify(f) == Ok(Kind::FirstContact)));
+    assert_eq!(net.received(b).len(), 2);
+}
+
+#[test]
+fn long_text_travels_in_parts_and_too_long_is_refused() {
+    let mut net = Net::new(6);
+    let a = net.endpoint();
+    let r = net.relay(Config::DEFAULT);
+    let b = net.endpoint();
+    net.connect(a, r);
+    net.connect(r, b);
+    let text: String = "ünïcödé text, ".chars().cycle().take(2500).collect();
+    assert!(text.len() > 3000);
+    let id = net.send(a, b, &text);
+    net.run_for(secs(10));
+    let got = net.received(b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2, text);
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+    let too_long = "x".repeat(MAX_TEXT + 1);
+    assert_eq!(net.try_send(a, b, &too_long), Err(SendError::TooLong { max: MAX_TEXT }));
+    assert_eq!(net.try_send(a, b, &"y".repeat(MAX_TEXT)).map(|_| ()), Ok(()));
+}
+
+#[test]
+fn tampered_frames_and_flipped_ids_are_rejected() {
+    let mut net = Net::new(7);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let r = net.relay(Config::DEFAULT);
+    net.connect(a, r);
+    net.send(a, b, "original");
+    net.run_for(secs(2));
+    let frame = net.captured.last().unwrap().clone();
+    net.connect(r, b); // b will now be reachable
+    // 1. Flip a bit of the id: refused before dedup or store.
+    let mut f = frame.clone();
+    f[7] ^= 0x01;
+    assert_eq!(net.inject(b, r, &f), Err(FrameError::Wire(WireError::BadId)));
+    // 2. Flip a bit in the sealed body: the id no longer matches.
+    let mut f = frame.clone();
+    f[100] ^= 0x80;
+    assert_eq!(net.inject(b, r, &f), Err(FrameError::Wire(WireError::BadId)));
+    // 3. Flip a body bit and recompute the id, as a forger can: a new,
+    //    valid-looking frame that relays carry but the recipient never opens.
+    let mut f = frame.clone();
+    f[150] ^= 0x01;
+    MessageFrame::new_unchecked(&mut f[..]).fill_id();
+    assert!(net.inject(b, r, &f).is_ok());
+    // 4. A changed commitment (with a fresh id): opens nowhere either.
+    let mut f = frame.clone();
+    f[25] ^= 0x01;
+    MessageFrame::new_unchecked(&mut f[..]).fill_id();
+    assert!(net.inject(b, r, &f).is_ok());
+    net.run_for(secs(5));
+    // Only the untampered original is delivered, once.
+    assert_eq!(net.received(b).iter().map(|m| m.2.as_str()).collect::<Vec<_>>(), vec!["original"]);
+}
+
+#[test]
+fn replays_are_never_delivered_twice() {
+    let mut net = Net::new(8);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let r = net.relay(Config::DEFAULT);
+    net.ep(a).set_lifetime_secs(120);
+    net.connect(a, r);
+    net.connect(r, b);
+    net.send(a, b, "once only");
+    net.run_for(secs(5));
+    assert_eq!(net.received(b).len(), 1);
+    let frame = net.captured[0].clone();
+    // Replay at once: the routers' tombstones drop it.
+    assert!(matches!(net.inject(b, r, &frame), Ok(())));
+    // Replay after every router forgot it, with the lifetime field reset
+    // (it is not authenticated: relays change it).
+    net.run_for(secs(600));
+    let mut f = frame.clone();
+    MessageFrame::new_unchecked(&mut f[..]).set_lifetime_secs(120);
+    assert!(MessageFrame::new_checked(&f[..]).unwrap().check_id().is_ok(), "lifetime is outside the id");
+    net.inject(b, r, &f).unwrap();
+    net.run_for(secs(10));
+    assert_eq!(net.received(b).len(), 1, "the endpoint remembered what it opened");
+}
+
+#[test]
+fn a_forged_receipt_erases_nothing() {
+    let mut net = Net::new(9);
+    let a = net.endpoint();
+    let r = net.relay(Config::DEFAULT);
+    let b = net.endpoint();
+    net.connect(a, r);
+    let id = net.send(a, b, "keep me");
+    net.run_for(secs(2));
+    assert!(net.router(r).holds(&id));
+    let mut buf = [0u8; wire::RECEIPT_LEN];
+    for i in 0..100u8 {
+        let forged = ReceiptRepr { hops: 5, lifetime_secs: 100, id, secret: [i; 12] };
+        forged.emit(&mut buf).unwrap();
+        assert_eq!(net.inject(r, a, &buf), Err(FrameError::UnverifiedReceipt));
+    }
+    assert!(net.router(r).holds(&id), "still held after 100 forged receipts");
+    // A receipt for an id the relay never saw is not forwarded either.
+    let other = ReceiptRepr { hops: 5, lifetime_secs: 100, id: MessageId([9; 16]), secret: [1; 12] };
+    other.emit(&mut buf).unwrap();
+    assert_eq!(net.inject(r, a, &buf), Err(FrameError::UnverifiedReceipt));
+    net.connect(r, b);
+    net.run_for(secs(10));
+    assert_eq!(net.received(b).len(), 1);
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+    assert!(!net.router(r).holds(&id));
+}
+
+#[test]
+fn spoofed_hello_and_summary_get_no_amplification() {
+    let mut net = Net::new(10);
+    let a = net.endpoint();
+    let r = net.relay(Config::DEFAULT);
+    let b = net.endpoint();
+    net.connect(a, r);
+    for i in 0..12 {
+        net.send(a, b, &format!("message {i}"));
+    }
+    net.run_for(secs(5));
+    assert_eq!(net.router(r).held(), 12);
+    // A spoofed source: the relay has a link to "victim" (an address that
+    // never answers). The attacker sends hellos that do not echo the
+    // relay's nonce, and summary frames asking for everything.
+    let victim = 99usize;
+    let now = net.now;
+    let Node::Relay(rr) = &mut net.nodes[r] else { unreachable!() };
+    assert!(rr.handle_link_up(now, &mut net.rng, LinkId(victim as u32), UDP));
+    let mut received = 0u64;
+    let mut sent = 0u64;
+    let mut out = [0u8; wire::MAX_FRAME_LEN];
+    let mut hello = [0u8; wire::HELLO_LEN];
+    let mut summary = [0u8; wire::SUMMARY_LEN];
+    for i in 0..50u8 {
+        let Node::Relay(rr) = &mut net.nodes[r] else { unreachable!() };
+        HelloRepr { nonce: [i; 16], echo: [0; 16] }.emit(&mut hello).unwrap();
+        let _ = rr.handle_frame(now, LinkId(victim as u32), &hello);
+        received += hello.len() as u64;
+        SummaryRepr { seq: i, last: true, fingerprints: &[] }.emit(&mut summary).unwrap();
+        assert_eq!(
+            rr.handle_frame(now, LinkId(victim as u32), &summary).err(),
+            Some(FrameError::Unexpected),
+            "a summary from an unvalidated address is refused"
+        );
+        received += summary.len() as u64;
+        while let Some(t) = rr.poll_transmit(now, &mut out) {
+            if t.link == LinkId(victim as u32) {
+                sent += t.len as u64;
+                assert_eq!(wire::classify(&out[..t.len]), Ok(Kind::Hello), "only hellos before validation");
+            }
+        }
+    }
+    assert!(sent <= 3 * received, "sent {sent} to an unvalidated address for {received} received");
+    // And exactly: no stored message went to the victim.
+    assert!(sent <= (50 + 1) * wire::HELLO_LEN as u64);
+}
+
+#[test]
+fn flooding_neighbour_does_not_stop_honest_traffic() {
+    let mut net = Net::new(11);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let config = Config { link_rate: 200, link_burst: 200, ..Config::DEFAULT };
+    let r = net.relay(config);
+    let flooder = net.relay(Config::DEFAULT);
+    net.connect(a, r);
+    net.connect(r, b);
+    net.connect(flooder, r);
+    net.run_for(secs(2));
+    let mut delivered_ids = Vec::new();
+    let mut body = vec![0u8; SizeClass::Small.frame_len()];
+    for round in 0..20u32 {
+        // 1,000 valid-looking junk messages per round from the flooder.
+        for i in 0..1000u32 {
+            body.iter_mut().for_each(|b| *b = 0);
+            let mut f = MessageFrame::new_unchecked(&mut body[..]);
+            f.emit_header(Kind::FirstContact, 10, 3600, &[7; 12]);
+            f.sealed_mut()[..8].copy_from_slice(&(round * 1000 + i).to_le_bytes().repeat(2));
+            f.fill_id();
+            let _ = net.inject(r, flooder, &body);
+        }
+        delivered_ids.push(net.send(a, b, &format!("honest {round}")));
+        net.run_for(secs(1));
+    }
+    net.run_for(secs(30));
+    let got = net.received(b).len();
+    assert!(got >= 19, "honest delivery {got}/20 under a flood");
+    let stats = net.router(r).stats();
+    assert!(stats.rate_limited > 10_000, "the flood was rate limited: {stats:?}");
+    assert!(net.router(r).held() <= 80);
+}
+
+#[test]
+fn link_validation_and_summaries_on_reconnect() {
+    // Two relays that meet repeatedly exchange only what the other lacks.
+    let mut net = Net::new(12);
+    let a = net.endpoint();
+    let r1 = net.relay(Config::DEFAULT);
+    let r2 = net.relay(Config::DEFAULT);
+    let far = net.endpoint();
+    net.connect(a, r1);
+    for i in 0..10 {
+        net.send(a, far, &format!("m{i}"));
+    }
+    net.run_for(secs(5));
+    net.connect(r1, r2);
+    net.run_for(secs(5));
+    assert_eq!(net.router(r2).held(), 10);
+    let first = net.sent.get(&(r1, r2)).copied().unwrap_or_default();
+    net.disconnect(r1, r2);
+    net.connect(r1, r2);
+    net.run_for(secs(5));
+    let second = net.sent.get(&(r1, r2)).copied().unwrap_or_default();
+    let messages_resent = (second.1 - first.1) / SizeClass::Small.frame_len() as u64;
+    // Hello(s) and one summary frame, no message again.
+    assert!(second.0 - first.0 <= 3, "frames on reconnect: {}", second.0 - first.0);
+    assert!(messages_resent <= 1, "r2 already had everything");
+}
+
+#[test]
+fn runs_are_deterministic() {
+    fn run(seed: u64) -> (Vec<(u64, u64)>, usize) {
+        let mut net = Net::new(seed);
+        let a = net.endpoint();
+        let r = net.relay(Config::DEFAULT);
+        let b = net.endpoint();
+        net.connect(a, r);
+        net.connect(r, b);
+        for i in 0..5 {
+            net.send(a, b, &format!("{i}"));
+        }
+        net.run_for(secs(20));
+        (net.sent.values().copied().collect(), net.received(b).len())
+    }
+    assert_eq!(run(42), run(42));
+}
+
+#[test]
+fn relay_outcome_reports_new_duplicate_and_bad() {
+    let mut r = Box::new(TestRouter::new(Config::DEFAULT));
+    let mut rng = StdRng::seed_from_u64(1);
+    let now = Instant::from_millis(0);
+    assert!(r.handle_link_up(now, &mut rng, LinkId(1), UDP));
+    let mut f = vec![0u8; 240];
+    let mut m = MessageFrame::new_unchecked(&mut f[..]);
+    m.emit_header(Kind::Contact, 9, 100, &[1; 12]);
+    let id = m.fill_id();
+    assert!(matches!(r.handle_frame(now, LinkId(1), &f), Ok(Outcome::NewMessage { id: i, .. }) if i == id));
+    assert!(matches!(r.handle_frame(now, LinkId(1), &f), Ok(Outcome::Duplicate(i)) if i == id));
+    assert!(matches!(r.handle_frame(now, LinkId(2), &f), Err(FrameError::UnknownLink)));
+    assert!(matches!(Frame::parse(&f[..239]), Err(WireError::BadLength)));
+}
