@@ -798,38 +798,21 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             SizeClass::Large => &self.large.meta,
         };
         let own_count = metas.iter().flatten().filter(|m| m.origin == Origin::Own).count();
-        let relayed_cap = cap.saturating_sub(self.config.own_quota.min(cap));
-        let relayed_count = metas.iter().flatten().filter(|m| m.origin != Origin::Own).count();
-        let free = metas.iter().position(Option::is_none);
+        if own && own_count >= self.config.own_quota.clamp(1, cap.max(1)) {
+            return StoreOutcome::Full;
+        }
         let mut evicted = None;
-        let index = if own {
-            if own_count >= self.config.own_quota.max(1).min(cap) && free.is_none() {
-                return StoreOutcome::Full;
-            }
-            match free {
-                Some(i) => i,
-                None => match self.victim(class, None) {
-                    Some((i, id)) => {
-                        evicted = Some(id);
-                        i
-                    }
-                    None => return StoreOutcome::Full,
-                },
-            }
-        } else {
-            // Relayed traffic may use the slots own messages are not using,
-            // but never more than `relayed_cap` while own messages wait.
-            let room = relayed_count < relayed_cap.max(cap.saturating_sub(own_count).min(cap));
-            match free.filter(|_| room && relayed_count < cap.saturating_sub(own_count)) {
-                Some(i) => i,
-                None => match self.victim(class, meta.origin_link()) {
-                    Some((i, id)) => {
-                        evicted = Some(id);
-                        i
-                    }
-                    None => return StoreOutcome::Full,
-                },
-            }
+        // A free slot if there is one; else evict a relayed message (never an
+        // own one): the oldest from the origin holding the most slots.
+        let index = match metas.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => match self.victim(class, if own { None } else { meta.origin_link() }) {
+                Some((i, id)) => {
+                    evicted = Some(id);
+                    i
+                }
+                None => return StoreOutcome::Full,
+            },
         };
         if let Some(id) = evicted {
             self.free_slot(Slot { class, index: index as u16 }, id);
@@ -1014,9 +997,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             l.summary_cursor = None;
             l.summary_seq = 0;
         }
-        if h.echo != l.nonce {
-            // The peer has not heard us yet: answer (within the
-            // amplification limit, a hello for a hello).
+        if h.echo != l.nonce || fresh_peer {
+            // The peer has not heard us yet, or has a nonce we have not
+            // echoed: answer (within the amplification limit, a hello for a
+            // hello). A hello that echoes us and that we already echoed ends
+            // the exchange.
             l.hello_reply = true;
         }
         if h.echo == l.nonce && !l.validated {
@@ -1310,7 +1295,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         l.tx.clear();
         let _ = l.tx.resize(HELLO_LEN, 0);
         hello.emit(&mut l.tx).ok()?;
-        if !l.validated {
+        if !l.validated && !scheduled {
+            // Replies count against the 3× budget; our own hellos of this
+            // link-up (at most `hello_retries + 1`) are bounded separately.
             l.tx_unvalidated = l.tx_unvalidated.saturating_add(HELLO_LEN as u64);
         }
         l.hello_reply = false;

@@ -119,6 +119,19 @@ impl Net {
         }
     }
 
+    /// Bring the link up at `x` only (the other side learns of it later,
+    /// as a daemon does when the first datagram from a new address comes).
+    fn half_connect(&mut self, x: usize, y: usize) {
+        self.wires.insert(key(x, y), Wire { up: true, caps: UDP, latency: Duration::from_millis(5) });
+        let now = self.now;
+        let link = LinkId(y as u32);
+        let ok = match &mut self.nodes[x] {
+            Node::End(e) => e.handle_link_up(now, &mut self.rng, link, UDP),
+            Node::Relay(r) => r.handle_link_up(now, &mut self.rng, link, UDP),
+        };
+        assert!(ok);
+    }
+
     fn connect(&mut self, a: usize, b: usize) {
         self.connect_with(a, b, UDP);
     }
@@ -663,4 +676,22 @@ fn relay_outcome_reports_new_duplicate_and_bad() {
     assert!(matches!(r.handle_frame(now, LinkId(1), &f), Ok(Outcome::Duplicate(i)) if i == id));
     assert!(matches!(r.handle_frame(now, LinkId(2), &f), Err(FrameError::UnknownLink)));
     assert!(matches!(Frame::parse(&f[..239]), Err(WireError::BadLength)));
+}
+
+#[test]
+fn one_sided_link_up_still_validates_both_ways() {
+    for delay in [0u64, 500, 1_500, 3_000, 20_000] {
+        let mut net = Net::new(13);
+        let a = net.endpoint();
+        let b = net.endpoint();
+        let pa = net.pk(a);
+        net.half_connect(a, b);
+        let id = net.send(a, b, "before you knew me");
+        net.run_for(Duration::from_millis(delay));
+        net.half_connect(b, a);
+        net.run_for(secs(10));
+        assert_eq!(net.received(b), vec![(pa, false, "before you knew me".to_owned())], "delay {delay} ms");
+        assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered), "delay {delay} ms");
+        assert!(net.router(a).links().all(|(_, _, v)| v) && net.router(b).links().all(|(_, _, v)| v));
+    }
 }
