@@ -333,6 +333,10 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     large: Pool<L, { SizeClass::Large.frame_len() }>,
     seen: FnvIndexMap<MessageId, Seen, D>,
     seen_hand: usize,
+    /// Per class: slots in use, own messages among them, next free-slot guess.
+    used: [usize; 2],
+    own: [usize; 2],
+    hint: [usize; 2],
     links: [Option<Link<Q>>; LINKS],
     reassembly: Reassembly<R>,
     events: Deque<Event, 32>,
@@ -390,6 +394,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             large: Pool::new(),
             seen: FnvIndexMap::new(),
             seen_hand: 0,
+            used: [0; 2],
+            own: [0; 2],
+            hint: [0; 2],
             links: [const { None }; LINKS],
             reassembly: Reassembly::new(),
             events: Deque::new(),
@@ -426,7 +433,39 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
 
     /// Messages held in the store.
     pub fn held(&self) -> usize {
-        self.small.meta.iter().flatten().count().saturating_add(self.large.meta.iter().flatten().count())
+        self.used[0].saturating_add(self.used[1])
+    }
+
+    /// Check the router's internal consistency (for tests and fuzzing; it
+    /// walks every table): slot counters match the slots, every held slot
+    /// is indexed by its seen entry and the other way round.
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        for (ci, metas) in [&self.small.meta[..], &self.large.meta[..]].into_iter().enumerate() {
+            let used = metas.iter().flatten().count();
+            let own = metas.iter().flatten().filter(|m| m.origin == Origin::Own).count();
+            if self.used.get(ci) != Some(&used) || self.own.get(ci) != Some(&own) {
+                return Err("slot counters out of step");
+            }
+            for (i, m) in metas.iter().enumerate() {
+                let Some(m) = m else { continue };
+                let class = if ci == 0 { SizeClass::Small } else { SizeClass::Large };
+                let want = SeenState::Held(Slot { class, index: i as u16 });
+                if self.seen.get(&m.id).map(|s| s.state) != Some(want) {
+                    return Err("stored message without its seen entry");
+                }
+            }
+        }
+        for (id, s) in self.seen.iter() {
+            if let SeenState::Held(slot) = s.state
+                && self.meta(slot).map(|m| m.id) != Some(*id)
+            {
+                return Err("seen entry points at a slot holding something else");
+            }
+        }
+        if self.seen.len() > D {
+            return Err("seen table over capacity");
+        }
+        Ok(())
     }
 
     /// Entries in the seen table.
@@ -797,14 +836,25 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             SizeClass::Small => &self.small.meta,
             SizeClass::Large => &self.large.meta,
         };
-        let own_count = metas.iter().flatten().filter(|m| m.origin == Origin::Own).count();
+        let ci = Self::class_index(class);
+        let own_count = self.own.get(ci).copied().unwrap_or(0);
         if own && own_count >= self.config.own_quota.clamp(1, cap.max(1)) {
             return StoreOutcome::Full;
         }
         let mut evicted = None;
-        // A free slot if there is one; else evict a relayed message (never an
-        // own one): the oldest from the origin holding the most slots.
-        let index = match metas.iter().position(Option::is_none) {
+        // A free slot if there is one (searched from where the last one was
+        // found, so a store that is not full finds one in a few steps); else
+        // evict a relayed message (never an own one): the oldest from the
+        // origin holding the most slots.
+        let hint = self.hint.get(ci).copied().unwrap_or(0);
+        let free = if self.used.get(ci).copied().unwrap_or(0) < cap {
+            (0..cap)
+                .map(|k| hint.wrapping_add(k).checked_rem(cap).unwrap_or(0))
+                .find(|&i| metas.get(i).is_some_and(Option::is_none))
+        } else {
+            None
+        };
+        let index = match free {
             Some(i) => i,
             None => match self.victim(class, if own { None } else { meta.origin_link() }) {
                 Some((i, id)) => {
@@ -821,6 +871,15 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         self.seq = self.seq.wrapping_add(1);
         meta.seq = self.seq;
         let slot = Slot { class, index: index as u16 };
+        if let Some(u) = self.used.get_mut(ci) {
+            *u = u.saturating_add(1);
+        }
+        if own && let Some(o) = self.own.get_mut(ci) {
+            *o = o.saturating_add(1);
+        }
+        if let Some(h) = self.hint.get_mut(ci) {
+            *h = index.saturating_add(1);
+        }
         match class {
             SizeClass::Small => {
                 if let (Some(m), Some(d)) = (self.small.meta.get_mut(index), self.small.data.get_mut(index)) {
@@ -869,7 +928,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             }
         }
         let linked: u32 = self.links.iter().flatten().map(|l| l.held.get(ci).copied().unwrap_or(0)).sum();
-        let relayed = metas.iter().flatten().filter(|m| m.origin != Origin::Own).count() as u32;
+        let relayed =
+            self.used.get(ci).copied().unwrap_or(0).saturating_sub(self.own.get(ci).copied().unwrap_or(0)) as u32;
         let orphans = relayed.saturating_sub(linked);
         let target = match heaviest {
             Some((id, n)) if n >= orphans => id,
@@ -896,6 +956,17 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn free_slot(&mut self, slot: Slot, id: MessageId) {
         let meta = self.meta(slot).copied();
         let i = usize::from(slot.index);
+        let ci = Self::class_index(slot.class);
+        if let Some(m) = meta {
+            if let Some(u) = self.used.get_mut(ci) {
+                *u = u.saturating_sub(1);
+            }
+            if m.origin == Origin::Own
+                && let Some(o) = self.own.get_mut(ci)
+            {
+                *o = o.saturating_sub(1);
+            }
+        }
         match slot.class {
             SizeClass::Small => {
                 if let Some(m) = self.small.meta.get_mut(i) {

@@ -268,6 +268,9 @@ impl Net {
                 _ => {
                     self.now = until;
                     self.pump();
+                    for n in 0..self.nodes.len() {
+                        assert_eq!(self.router(n).check_invariants(), Ok(()), "node {n}");
+                    }
                     return;
                 }
             }
