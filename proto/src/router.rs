@@ -348,9 +348,9 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     stats: Stats,
 }
 
-/// A router sized for a relay dongle: about 64 KiB in all (80 small and 12
-/// large store slots, 256 seen entries, 4 links).
-pub type DongleRouter = Router<80, 12, 256, 4, 32, 4>;
+/// A router sized for a relay dongle: under 64 KiB in all (64 small and 8
+/// large store slots, 256 seen entries, 4 links, 2 partial frames).
+pub type DongleRouter = Router<64, 8, 256, 4, 32, 2>;
 
 /// A router sized for the host daemon: about 3 MiB (2048 small and 1024
 /// large slots, 8192 seen entries, 32 links). Box it.
@@ -1498,5 +1498,23 @@ impl Meta {
             Origin::Own => None,
             Origin::Link(l) => Some(l),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Router::new` is `const`: a dongle keeps its router in a `static`.
+    static DONGLE: DongleRouter = DongleRouter::new(Config::DEFAULT);
+
+    #[test]
+    fn resource_sizes_are_as_documented() {
+        assert_eq!(DONGLE.held(), 0);
+        let dongle = core::mem::size_of::<DongleRouter>();
+        let host = core::mem::size_of::<HostRouter>();
+        std::eprintln!("DongleRouter {dongle} B, HostRouter {host} B");
+        assert!(dongle <= 64 * 1024, "DongleRouter is {dongle} bytes");
+        assert!(host <= 4 * 1024 * 1024, "HostRouter is {host} bytes");
     }
 }
