@@ -270,14 +270,66 @@ struct Meta {
     peer_has: u32,
 }
 
+const NIL: u16 = u16::MAX;
+
 struct Pool<const N: usize, const LEN: usize> {
     meta: [Option<Meta>; N],
     data: [[u8; LEN]; N],
+    /// Occupied slots in arrival (= `seq`) order, doubly linked, so that
+    /// `victim` finds the oldest message of an origin without a scan.
+    prev: [u16; N],
+    next: [u16; N],
+    head: u16,
+    tail: u16,
 }
 
 impl<const N: usize, const LEN: usize> Pool<N, LEN> {
     const fn new() -> Self {
-        Pool { meta: [None; N], data: [[0; LEN]; N] }
+        Pool { meta: [None; N], data: [[0; LEN]; N], prev: [NIL; N], next: [NIL; N], head: NIL, tail: NIL }
+    }
+
+    /// Append slot `i` (just occupied) as the newest.
+    fn link_back(&mut self, i: usize) {
+        let i16 = i as u16;
+        if let Some(p) = self.prev.get_mut(i) {
+            *p = self.tail;
+        }
+        if let Some(n) = self.next.get_mut(i) {
+            *n = NIL;
+        }
+        match self.next.get_mut(usize::from(self.tail)) {
+            Some(n) => *n = i16,
+            None => self.head = i16,
+        }
+        self.tail = i16;
+    }
+
+    /// Take slot `i` (being freed) out of the order.
+    fn unlink(&mut self, i: usize) {
+        let p = self.prev.get(i).copied().unwrap_or(NIL);
+        let n = self.next.get(i).copied().unwrap_or(NIL);
+        match self.next.get_mut(usize::from(p)) {
+            Some(x) => *x = n,
+            None => self.head = n,
+        }
+        match self.prev.get_mut(usize::from(n)) {
+            Some(x) => *x = p,
+            None => self.tail = p,
+        }
+    }
+
+    /// The oldest occupied slot whose meta satisfies `want`.
+    fn oldest(&self, want: impl Fn(&Meta) -> bool) -> Option<(usize, MessageId)> {
+        let mut i = self.head;
+        while let Some(slot) = self.meta.get(usize::from(i)) {
+            if let Some(m) = slot
+                && want(m)
+            {
+                return Some((usize::from(i), m.id));
+            }
+            i = self.next.get(usize::from(i)).copied().unwrap_or(NIL);
+        }
+        None
     }
 }
 
@@ -464,6 +516,27 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         if self.seen.len() > D {
             return Err("seen table over capacity");
+        }
+        let orders = [
+            (&self.small.meta[..], &self.small.prev[..], &self.small.next[..], self.small.head),
+            (&self.large.meta[..], &self.large.prev[..], &self.large.next[..], self.large.head),
+        ];
+        for (ci, (metas, prev, next, head)) in orders.into_iter().enumerate() {
+            // The arrival-order list holds exactly the occupied slots, with
+            // consistent back links (and increasing `seq`, wrapping aside).
+            let (mut i, mut back, mut n, mut last_seq) = (head, NIL, 0usize, None);
+            while let Some(m) = metas.get(usize::from(i)) {
+                let Some(m) = m else { return Err("order list holds a free slot") };
+                let wrapped = last_seq.is_some_and(|s: u32| m.seq.wrapping_sub(s) > u32::MAX / 2);
+                if prev.get(usize::from(i)) != Some(&back) || wrapped || n > metas.len() {
+                    return Err("order list out of order");
+                }
+                (back, last_seq, n) = (i, Some(m.seq), n.saturating_add(1));
+                i = next.get(usize::from(i)).copied().unwrap_or(NIL);
+            }
+            if self.used.get(ci) != Some(&n) {
+                return Err("order list misses occupied slots");
+            }
         }
         Ok(())
     }
@@ -768,7 +841,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     }
 
     fn insert_seen(&mut self, id: MessageId, seen: Seen) -> Result<(), FrameError> {
-        if self.seen.is_full() {
+        // Keep the open-addressed map at most 3/4 full: its robin-hood probe
+        // lengths blow up as the load factor nears 1.
+        if self.seen.len() >= D.saturating_sub(D / 4) {
             self.evict_seen()?;
         }
         if let Origin::Link(l) = seen.origin
@@ -885,12 +960,14 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 if let (Some(m), Some(d)) = (self.small.meta.get_mut(index), self.small.data.get_mut(index)) {
                     *m = Some(meta);
                     d.copy_from_slice(bytes);
+                    self.small.link_back(index);
                 }
             }
             SizeClass::Large => {
                 if let (Some(m), Some(d)) = (self.large.meta.get_mut(index), self.large.data.get_mut(index)) {
                     *m = Some(meta);
                     d.copy_from_slice(bytes);
+                    self.large.link_back(index);
                 }
             }
         }
@@ -913,10 +990,6 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// of the origin holding the most slots of this class (expired first).
     /// Own messages are never chosen.
     fn victim(&self, class: SizeClass, from: Option<LinkId>) -> Option<(usize, MessageId)> {
-        let metas: &[Option<Meta>] = match class {
-            SizeClass::Small => &self.small.meta,
-            SizeClass::Large => &self.large.meta,
-        };
         // Count per origin among relayed entries (origins are links up or
         // links gone; count gone links together as "nobody").
         let ci = Self::class_index(class);
@@ -936,18 +1009,19 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             _ => None,
         };
         let pick = |want: Option<Option<LinkId>>| {
-            metas
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| m.as_ref().map(|m| (i, m)))
-                .filter(|(_, m)| m.origin != Origin::Own)
-                .filter(|(_, m)| match want {
-                    None => true,
-                    Some(None) => m.origin_link().is_none_or(|l| self.link_index(l).is_none()),
-                    Some(Some(l)) => m.origin_link() == Some(l),
-                })
-                .min_by_key(|(_, m)| m.seq)
-                .map(|(i, m)| (i, m.id))
+            let ok = |m: &Meta| {
+                m.origin != Origin::Own
+                    && match want {
+                        None => true,
+                        Some(None) => m.origin_link().is_none_or(|l| self.link_index(l).is_none()),
+                        Some(Some(l)) => m.origin_link() == Some(l),
+                    }
+            };
+            // The order list is arrival order: the first match is the oldest.
+            match class {
+                SizeClass::Small => self.small.oldest(ok),
+                SizeClass::Large => self.large.oldest(ok),
+            }
         };
         pick(Some(target)).or_else(|| pick(None))
     }
@@ -969,13 +1043,17 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         match slot.class {
             SizeClass::Small => {
-                if let Some(m) = self.small.meta.get_mut(i) {
-                    *m = None;
+                if let Some(m) = self.small.meta.get_mut(i)
+                    && m.take().is_some()
+                {
+                    self.small.unlink(i);
                 }
             }
             SizeClass::Large => {
-                if let Some(m) = self.large.meta.get_mut(i) {
-                    *m = None;
+                if let Some(m) = self.large.meta.get_mut(i)
+                    && m.take().is_some()
+                {
+                    self.large.unlink(i);
                 }
             }
         }
