@@ -7,9 +7,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(p) = envelope::parse_payload(data) else { return };
-    if let Body::Part { text, .. } | Body::Text(text) = p.body {
-        assert!(text.len() < data.len());
-    }
+    let (Body::Part { text, .. } | Body::Text(text)) = p.body;
+    assert!(text.len() < data.len());
     let mut buf = vec![0u8; data.len()];
     let used = postcard::to_slice(&p, &mut buf).expect("a parsed payload fits where it came from").len();
     assert!(used <= data.len());

@@ -2,6 +2,9 @@
 //! `examples/gen_corpus.rs`): a deterministic RNG, builders for valid frames,
 //! and a checker that reassembles and validates what a router transmits.
 
+pub mod endpoint_ops;
+pub mod router_ops;
+
 use std::convert::Infallible;
 
 use ferry_proto::hash;
@@ -24,7 +27,7 @@ impl TestRng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn step(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -35,7 +38,7 @@ impl TestRng {
     /// Fill `dst` with random bytes.
     pub fn fill(&mut self, dst: &mut [u8]) {
         for chunk in dst.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.step().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
@@ -44,10 +47,10 @@ impl TestRng {
 impl rand_core::TryRng for TestRng {
     type Error = Infallible;
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(self.next() as u32)
+        Ok(self.step() as u32)
     }
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(self.next())
+        Ok(self.step())
     }
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
         self.fill(dst);
