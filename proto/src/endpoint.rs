@@ -212,6 +212,22 @@ impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
     }
 }
 
+/// A contact's one-time-tag counters (SPEC §4.4), to be kept across
+/// restarts by the owner of the endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContactState {
+    /// Next tag number to send with.
+    pub tx_next: u32,
+    /// One more than the highest tag number delivered.
+    pub tx_acked: u32,
+    /// Whether we have heard from the contact.
+    pub heard: bool,
+    /// Lowest tag number still expected from the contact.
+    pub rx_base: u32,
+    /// Which numbers from `rx_base` on were used (bit i: `rx_base + i`).
+    pub rx_used: u32,
+}
+
 /// A peer this endpoint can talk to: named by the user, or known because
 /// the user sent to its code.
 #[derive(Clone)]
@@ -258,6 +274,13 @@ struct Outgoing {
     state: DeliveryState,
 }
 
+/// A part that opened: what its receipt needs.
+#[derive(Clone, Copy, Debug)]
+struct PartRef {
+    id: MessageId,
+    secret: [u8; RECEIPT_SECRET_LEN],
+}
+
 struct Partial {
     from: PeerKey,
     group: u32,
@@ -265,7 +288,16 @@ struct Partial {
     sent_at: u64,
     id: MessageId,
     chunks: [Option<String<MAX_TEXT>>; MAX_PARTS],
+    parts: [Option<PartRef>; MAX_PARTS],
     started: Instant,
+}
+
+/// A long text whose parts have all come.
+struct Whole {
+    text: String<MAX_TEXT>,
+    id: MessageId,
+    sent_at: u64,
+    parts: [Option<PartRef>; MAX_PARTS],
 }
 
 /// The endpoint. `C` contacts; `TAGS` tag-map entries (a power of two, at
@@ -345,6 +377,40 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// once and installs the contact's next one-time tags.
     pub fn add_contact(&mut self, now: Instant, key: PeerKey) -> Result<(), SendError> {
         self.contact_index(now, &key, true).map(|_| ())
+    }
+
+    /// The tag counters of a contact, for the owner's own storage: a device
+    /// that restarts without them would reuse tag numbers the peer already
+    /// moved past (SPEC §4.4).
+    pub fn contact_state(&self, key: &PeerKey) -> Option<ContactState> {
+        self.contacts.iter().find(|c| c.key == *key).map(|c| ContactState {
+            tx_next: c.tx_next,
+            tx_acked: c.tx_acked,
+            heard: c.heard,
+            rx_base: c.rx_base,
+            rx_used: c.rx_used,
+        })
+    }
+
+    /// Add a named contact with counters saved by [`Endpoint::contact_state`].
+    pub fn restore_contact(&mut self, now: Instant, key: PeerKey, state: ContactState) -> Result<(), SendError> {
+        let ci = self.contact_index(now, &key, true)?;
+        // Drop the default window's tags, then install the saved one.
+        if let Some(c) = self.contacts.get(ci) {
+            let rx_key = c.rx_key;
+            for k in 0..TAG_WINDOW {
+                self.tags.swap_remove(&envelope::tag(&rx_key, c.rx_base.saturating_add(k)));
+            }
+        }
+        if let Some(c) = self.contacts.get_mut(ci) {
+            c.tx_next = state.tx_next;
+            c.tx_acked = state.tx_acked.min(state.tx_next);
+            c.heard = state.heard;
+            c.rx_base = state.rx_base;
+            c.rx_used = state.rx_used & ((1 << TAG_WINDOW) - 1);
+        }
+        self.install_tags(ci);
+        Ok(())
     }
 
     /// Remove a contact and its tags.
@@ -581,7 +647,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         self.drain_router_events();
         let frame = frame_buf.get(..len).unwrap_or(&[]);
         let kind = MessageFrame::new_unchecked(frame).kind();
-        if kind == Kind::FirstContact && !self.take_trial_token(now, link) {
+        // No room to report a text (the driver has not drained events), or
+        // over this link's DH budget: try later, if the store keeps it.
+        let defer = self.events.is_full() || (kind == Kind::FirstContact && !self.take_trial_token(now, link));
+        if defer {
             // Over this link's DH budget: try later if the store keeps it.
             if self.trials.is_full() {
                 let _ = self.trials.pop_front();
@@ -629,17 +698,18 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         let plaintext = &*plaintext;
         let Ok(payload) = envelope::parse_payload(plaintext) else { return };
         let sent_at = payload.sent_at;
-        // Replay protection: never deliver the same message twice.
-        let replay = self.replay.contains_key(&opened.secret) || sent_at <= self.replay_floor;
-        // A receipt also for a replay: it erases the copies still travelling.
-        let delay = RECEIPT_DELAY_MS.0.saturating_add(
-            rng.next_u64().checked_rem(RECEIPT_DELAY_MS.1.saturating_sub(RECEIPT_DELAY_MS.0)).unwrap_or(0),
-        );
-        let _ = self.router.emit_receipt(now.saturating_add(Duration::from_millis(delay)), id, opened.secret);
-        if replay {
+        // Replay protection: never deliver the same message twice. An exact
+        // replay of something already shown gets its receipt again (that
+        // erases the copies still travelling); anything refused otherwise
+        // gets none, so its sender sees it expire rather than a false
+        // "delivered".
+        if self.replay.contains_key(&opened.secret) {
+            self.schedule_receipt(now, rng, id, opened.secret);
             return;
         }
-        self.remember(now, opened.secret, sent_at);
+        if sent_at <= self.replay_floor {
+            return;
+        }
         if let Some(ci) = self.contacts.iter().position(|c| c.key == opened.sender)
             && let Some(c) = self.contacts.get_mut(ci)
         {
@@ -647,24 +717,47 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             c.last_used = now;
         }
         let contact = self.is_contact(&opened.sender);
-        let mut text: String<MAX_TEXT> = String::new();
         match payload.body {
             Body::Text(t) => {
+                let mut text: String<MAX_TEXT> = String::new();
                 if !push_str(&mut text, t) {
                     return;
                 }
+                let received = Received { id, from: opened.sender, contact, sent_at, text };
+                if self.events.push_back(Event::Received(received)).is_ok() {
+                    self.remember(now, opened.secret, sent_at);
+                    self.schedule_receipt(now, rng, id, opened.secret);
+                }
             }
             Body::Part { group, index, count, text: chunk } => {
-                let Some(done) = self.add_part(now, opened.sender, id, sent_at, group, index, count, chunk) else {
+                let part = PartRef { id, secret: opened.secret };
+                let Some(done) = self.add_part(now, opened.sender, part, sent_at, group, index, count, chunk) else {
                     return;
                 };
-                text = done.0;
-                let received = Received { id: done.1, from: opened.sender, contact, sent_at: done.2, text };
-                let _ = self.events.push_back(Event::Received(received));
-                return;
+                let received =
+                    Received { id: done.id, from: opened.sender, contact, sent_at: done.sent_at, text: done.text };
+                if self.events.push_back(Event::Received(received)).is_ok() {
+                    // Every part is receipted only now that the whole text
+                    // was shown.
+                    for p in done.parts.iter().flatten() {
+                        self.remember(now, p.secret, done.sent_at);
+                        self.schedule_receipt(now, rng, p.id, p.secret);
+                    }
+                }
             }
         }
-        let _ = self.events.push_back(Event::Received(Received { id, from: opened.sender, contact, sent_at, text }));
+    }
+
+    fn schedule_receipt<G: CryptoRng>(
+        &mut self,
+        now: Instant,
+        rng: &mut G,
+        id: MessageId,
+        secret: [u8; RECEIPT_SECRET_LEN],
+    ) {
+        let spread = RECEIPT_DELAY_MS.1.saturating_sub(RECEIPT_DELAY_MS.0);
+        let delay = RECEIPT_DELAY_MS.0.saturating_add(rng.next_u64().checked_rem(spread).unwrap_or(0));
+        let _ = self.router.emit_receipt(now.saturating_add(Duration::from_millis(delay)), id, secret);
     }
 
     fn remember(&mut self, now: Instant, secret: [u8; RECEIPT_SECRET_LEN], sent_at: u64) {
@@ -685,13 +778,13 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         &mut self,
         now: Instant,
         from: PeerKey,
-        id: MessageId,
+        part: PartRef,
         sent_at: u64,
         group: u32,
         index: u8,
         count: u8,
         chunk: &str,
-    ) -> Option<(String<MAX_TEXT>, MessageId, u64)> {
+    ) -> Option<Whole> {
         if count < 2 || usize::from(count) > MAX_PARTS || index >= count {
             return None;
         }
@@ -699,10 +792,21 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             Some(p) => p,
             None => {
                 if self.partials.is_full() {
+                    // The oldest half-built text goes; its parts were never
+                    // receipted, so their senders will see them expire.
                     let oldest = self.partials.iter().enumerate().min_by_key(|(_, p)| p.started).map(|(i, _)| i)?;
                     self.partials.swap_remove(oldest);
                 }
-                let p = Partial { from, group, count, sent_at, id, chunks: [const { None }; MAX_PARTS], started: now };
+                let p = Partial {
+                    from,
+                    group,
+                    count,
+                    sent_at,
+                    id: part.id,
+                    chunks: [const { None }; MAX_PARTS],
+                    parts: [None; MAX_PARTS],
+                    started: now,
+                };
                 self.partials.push(p).ok()?;
                 self.partials.len().saturating_sub(1)
             }
@@ -711,17 +815,21 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         if p.count != count {
             return None;
         }
+        let i = usize::from(index);
+        if p.parts.get(i).is_some_and(Option::is_some) {
+            return None; // this part is already here
+        }
         if index == 0 {
-            p.id = id;
+            p.id = part.id;
             p.sent_at = sent_at;
         }
-        let slot = p.chunks.get_mut(usize::from(index))?;
         let mut s = String::new();
         if !push_str(&mut s, chunk) {
             return None;
         }
-        *slot = Some(s);
-        if p.chunks.iter().take(usize::from(count)).any(Option::is_none) {
+        *p.chunks.get_mut(i)? = Some(s);
+        *p.parts.get_mut(i)? = Some(part);
+        if p.parts.iter().take(usize::from(count)).any(Option::is_none) {
             return None;
         }
         let p = self.partials.swap_remove(pos);
@@ -731,7 +839,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 return None;
             }
         }
-        Some((text, p.id, p.sent_at))
+        Some(Whole { text, id: p.id, sent_at: p.sent_at, parts: p.parts })
     }
 
     // ----- sending -------------------------------------------------------

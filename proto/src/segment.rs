@@ -150,17 +150,27 @@ impl<const N: usize> Reassembly<N> {
     }
 
     fn claim(&mut self, now: Instant, link: LinkId, frag: u8, total: usize, count: u8) -> Result<usize, SegmentError> {
-        let mine = self.slots.iter().filter(|s| s.as_ref().is_some_and(|s| s.link == link)).count();
-        let pos = if mine >= PER_LINK {
-            // Over quota: reuse this link's oldest slot.
+        let held_by = |l: LinkId| self.slots.iter().filter(|s| s.as_ref().is_some_and(|s| s.link == l)).count();
+        let oldest_of = |l: LinkId| {
             self.slots
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| s.as_ref().filter(|s| s.link == link).map(|s| (i, s.deadline)))
+                .filter_map(|(i, s)| s.as_ref().filter(|s| s.link == l).map(|s| (i, s.deadline)))
                 .min_by_key(|&(_, d)| d)
                 .map(|(i, _)| i)
+        };
+        let mine = held_by(link);
+        let pos = if mine >= PER_LINK {
+            // At quota: reuse this link's oldest slot.
+            oldest_of(link)
+        } else if let Some(free) = self.slots.iter().position(Option::is_none) {
+            Some(free)
         } else {
-            self.slots.iter().position(Option::is_none)
+            // Full, and this link is under quota: take the oldest slot of the
+            // link holding the most, if it holds more than this one would
+            // after (so one neighbour cannot keep every slot busy).
+            let heaviest = self.slots.iter().flatten().map(|s| s.link).max_by_key(|&l| held_by(l));
+            heaviest.filter(|&l| held_by(l) > mine.saturating_add(1)).and_then(oldest_of)
         };
         let pos = pos.ok_or(SegmentError::NoSlot)?;
         if let Some(s) = self.slots.get_mut(pos) {

@@ -82,6 +82,22 @@ impl Net {
         self.nodes.len() - 1
     }
 
+    /// Replace endpoint `n` by a fresh process with the same identity (its
+    /// router and endpoint state are gone) and bring its links up again.
+    fn restart(&mut self, n: usize) {
+        let secret = self.ep(n).identity().secret_bytes();
+        let ep = Ep::new(Identity::from_secret_bytes(secret), Box::new(TestRouter::new(Config::DEFAULT)));
+        self.nodes[n] = Node::End(Box::new(ep));
+        self.flights.retain(|f| f.to != n && f.from != n);
+        let now = self.now;
+        let peers: Vec<usize> =
+            self.wires.iter().filter(|(_, w)| w.up).map(|(k, _)| if k.0 == n { k.1 } else { k.0 }).collect();
+        for p in peers.into_iter().filter(|&p| p != n) {
+            let Node::End(e) = &mut self.nodes[n] else { unreachable!() };
+            assert!(e.handle_link_up(now, &mut self.rng, LinkId(p as u32), UDP));
+        }
+    }
+
     fn relay(&mut self, config: Config) -> usize {
         self.nodes.push(Node::Relay(Box::new(TestRouter::new(config))));
         self.events.push(Vec::new());
@@ -697,4 +713,34 @@ fn one_sided_link_up_still_validates_both_ways() {
         assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered), "delay {delay} ms");
         assert!(net.router(a).links().all(|(_, _, v)| v) && net.router(b).links().all(|(_, _, v)| v));
     }
+}
+
+#[test]
+fn saved_tag_counters_survive_a_restart() {
+    let mut net = Net::new(14);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let (pa, pb) = (net.pk(a), net.pk(b));
+    let now = net.now;
+    net.ep(a).add_contact(now, pb).unwrap();
+    net.ep(b).add_contact(now, pa).unwrap();
+    net.connect(a, b);
+    net.send(b, a, "hi");
+    net.run_for(secs(5));
+    for i in 0..6 {
+        net.send(a, b, &format!("tagged {i}"));
+        net.run_for(secs(5));
+    }
+    assert_eq!(net.received(b).len(), 6);
+    let saved = net.ep(a).contact_state(&pb).unwrap();
+    assert!(saved.heard && saved.tx_next >= 6, "{saved:?}");
+    net.restart(a);
+    let now = net.now;
+    net.ep(a).restore_contact(now, pb, saved).unwrap();
+    let before = net.captured.len();
+    let id = net.send(a, b, "after the restart");
+    net.run_for(secs(10));
+    assert!(net.captured[before..].iter().any(|f| wire::classify(f) == Ok(Kind::Contact)));
+    assert_eq!(net.received(b).last().map(|m| m.2.as_str()), Some("after the restart"));
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
 }

@@ -573,3 +573,35 @@ proptest! {
         prop_assert!(std::iter::from_fn(|| r.poll_event()).any(|e| e == Event::Delivered(id2)));
     }
 }
+
+/// One neighbour that keeps opening partial frames cannot keep every
+/// reassembly slot busy, even when there are no more slots than the
+/// per-link quota (the dongle's case).
+#[test]
+fn one_link_cannot_hold_every_reassembly_slot() {
+    use ferry_proto::router::LinkId;
+    use ferry_proto::segment::{self, Reassembly};
+    use ferry_proto::wire::SegmentRepr;
+    let mut r: Reassembly<2> = Reassembly::new();
+    let now = ferry_proto::Instant::from_millis(0);
+    let frame = [7u8; 240];
+    let (count, unit) = segment::plan(240, 20).unwrap();
+    let code = segment::length_code(240).unwrap();
+    let seg = |frag: u8, i: u8| SegmentRepr {
+        frag: frag | (code << 6),
+        index: i,
+        count,
+        data: &frame[segment::range(240, count, unit, i)],
+    };
+    // The attacker opens two partial frames: both slots.
+    r.add(now, LinkId(1), &seg(1, 0)).unwrap();
+    r.add(now, LinkId(1), &seg(2, 0)).unwrap();
+    // An honest link still gets its whole frame through.
+    let mut done = None;
+    for i in 0..count {
+        if let Some(len) = r.add(now, LinkId(2), &seg(9, i)).unwrap() {
+            done = Some(r.frame(len).to_vec());
+        }
+    }
+    assert_eq!(done.as_deref(), Some(&frame[..]));
+}
