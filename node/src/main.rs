@@ -1,24 +1,51 @@
-//! `ferry`: for now, `ferry demo` runs a small mesh in one process with the
-//! real `proto` core and narrates what happens. The LAN daemon, the command
-//! line and the chat come with the node (issue 3).
+//! `ferry`: see `ferry --help`.
 
-mod demo;
+use std::io::IsTerminal;
+use std::process::ExitCode;
 
-fn main() {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        None | Some("demo") => demo::run(),
-        Some("-h" | "--help" | "help") => usage(),
-        Some(other) => {
-            eprintln!("ferry: unknown command `{other}`");
-            usage();
-            std::process::exit(2);
+use clap::Parser;
+use ferry_node::cli::{Cli, Command};
+use ferry_node::{app, demo};
+
+fn main() -> ExitCode {
+    // The router's tables are built on the stack before they are boxed
+    // (`proto` has no allocator), so run on a thread with a roomy stack;
+    // the memory is only committed as it is touched.
+    match std::thread::Builder::new().name("ferry".into()).stack_size(256 << 20).spawn(real_main) {
+        Ok(t) => t.join().unwrap_or(ExitCode::FAILURE),
+        Err(e) => {
+            eprintln!("ferry: cannot start: {e}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn usage() {
-    println!("usage: ferry [demo]");
-    println!();
-    println!("  demo   run an in-process mesh (Alice, three relays, Bob) and narrate it");
+fn real_main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,mdns_sd=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let command = cli.command.as_ref().unwrap_or(&Command::Chat);
+    if matches!(command, Command::Demo) {
+        demo::run();
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

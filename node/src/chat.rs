@@ -1,0 +1,260 @@
+//! `ferry chat`: a line-based chat over the JSON-RPC API, attached to a
+//! running daemon or to a node of its own.
+//!
+//! Everything received is passed through [`crate::sanitize`] before it is
+//! printed: no control characters, escape sequences or bidi overrides from
+//! the air reach the terminal.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::app::{self, AppError};
+use crate::cli::Cli;
+use crate::rpc;
+use crate::sanitize::one_line;
+
+const HELP: &str = "\
+commands:
+  /to NAME|CODE        talk to a contact (or a code)
+  /add NAME CODE       add a contact
+  /rename OLD NEW      rename a contact
+  /remove NAME         remove a contact
+  /block NAME|CODE     block a contact or a stranger
+  /contacts            list contacts
+  /peers               list links
+  /me                  show your contact code
+  /quit                leave (also Ctrl-D)
+anything else is sent to the current conversation";
+
+struct Client<W> {
+    writer: W,
+    next_id: u64,
+    waiting: HashMap<u64, &'static str>,
+    to: Option<String>,
+    sent: HashMap<String, usize>,
+    count: usize,
+    to_block: Option<String>,
+}
+
+fn out(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+fn clock(unix: u64) -> String {
+    let s = unix % 86_400;
+    format!("{:02}:{:02} UTC", s / 3600, (s / 60) % 60)
+}
+
+impl<W: AsyncWrite + Unpin> Client<W> {
+    async fn call(&mut self, method: &str, params: Value, purpose: &'static str) -> std::io::Result<()> {
+        self.next_id += 1;
+        self.waiting.insert(self.next_id, purpose);
+        let line = json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}).to_string();
+        self.writer.write_all(line.as_bytes()).await?;
+        self.writer.write_all(b"\n").await?;
+        self.writer.flush().await
+    }
+
+    async fn command(&mut self, line: &str) -> std::io::Result<bool> {
+        let mut words = line.split_whitespace();
+        let cmd = words.next().unwrap_or("");
+        let args: Vec<&str> = words.collect();
+        match (cmd, args.as_slice()) {
+            ("/quit" | "/exit", _) => return Ok(false),
+            ("/help", _) => out(HELP),
+            ("/me", _) => self.call("identity", json!({}), "me").await?,
+            ("/peers", _) => self.call("peers", json!({}), "peers").await?,
+            ("/contacts", _) => self.call("contacts.list", json!({}), "contacts").await?,
+            ("/add", [name, code]) => self.call("contacts.add", json!({"name": name, "code": code}), "ok").await?,
+            ("/rename", [old, new]) => {
+                self.call("contacts.rename", json!({"name": old, "new_name": new}), "ok").await?;
+            }
+            ("/remove", [name]) => self.call("contacts.remove", json!({"name": name}), "ok").await?,
+            ("/block", [who]) => {
+                if who.starts_with("ferry1") {
+                    self.call("contacts.block", json!({"code": who}), "ok").await?;
+                } else {
+                    // Resolve a name through the contact list first.
+                    self.call("contacts.list", json!({}), "block").await?;
+                    self.to_block = Some((*who).to_owned());
+                }
+            }
+            ("/to", [who]) => {
+                self.to = Some((*who).to_owned());
+                out(&format!("now talking to {}", one_line(who)));
+            }
+            (c, _) if c.starts_with('/') => out("unknown command or wrong arguments; /help lists them"),
+            _ => match self.to.clone() {
+                Some(to) => self.call("send", json!({"to": to, "text": line}), "send").await?,
+                None => out("pick a conversation first: /to NAME"),
+            },
+        }
+        Ok(true)
+    }
+
+    async fn server_line(&mut self, line: &str) -> std::io::Result<()> {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { return Ok(()) };
+        if let Some(method) = v.get("method").and_then(Value::as_str) {
+            let p = &v["params"];
+            match method {
+                "received" => {
+                    let from = one_line(p["from"].as_str().unwrap_or("?"));
+                    let text = crate::sanitize::for_terminal(p["text"].as_str().unwrap_or(""));
+                    let when = clock(p["sent_at"].as_u64().unwrap_or(0));
+                    let text = text.replace('\n', "\n    ");
+                    if p["contact"].as_bool().unwrap_or(false) {
+                        out(&format!("[{when}] {from}: {text}"));
+                    } else {
+                        out(&format!("[{when}] request from {from}:\n    {text}"));
+                        out(&format!("    (/add NAME {from} to accept, /block {from} to block)"));
+                    }
+                }
+                "status" => {
+                    let id = p["id"].as_str().unwrap_or("");
+                    let n = self.sent.get(id).copied().unwrap_or(0);
+                    out(&format!("  message #{n} {}", one_line(p["state"].as_str().unwrap_or("?"))));
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        let id = v.get("id").and_then(Value::as_u64).unwrap_or(0);
+        let purpose = self.waiting.remove(&id).unwrap_or("");
+        if let Some(err) = v.get("error") {
+            out(&format!("error: {}", one_line(err["message"].as_str().unwrap_or("?"))));
+            return Ok(());
+        }
+        let r = &v["result"];
+        match purpose {
+            "me" => out(&format!("your code: {}", one_line(r["code"].as_str().unwrap_or("")))),
+            "peers" => {
+                let list = r.as_array().cloned().unwrap_or_default();
+                out(&format!("{} link(s)", list.len()));
+                for p in list {
+                    out(&format!(
+                        "  {} ({}), up {} s{}",
+                        one_line(p["kind"].as_str().unwrap_or("?")),
+                        one_line(p["found_by"].as_str().unwrap_or("?")),
+                        p["age_secs"].as_u64().unwrap_or(0),
+                        if p["validated"].as_bool() == Some(true) { "" } else { ", not yet answering" }
+                    ));
+                }
+            }
+            "contacts" | "block" => {
+                let list = r.as_array().cloned().unwrap_or_default();
+                if purpose == "block" {
+                    let want = self.to_block.take().unwrap_or_default();
+                    match list.iter().find(|c| c["name"].as_str() == Some(&want)) {
+                        Some(c) => {
+                            let code = c["code"].as_str().unwrap_or("").to_owned();
+                            self.call("contacts.block", json!({"code": code}), "ok").await?;
+                        }
+                        None => out("no such contact"),
+                    }
+                    return Ok(());
+                }
+                if list.is_empty() {
+                    out("no contacts yet: /add NAME CODE");
+                }
+                for c in list {
+                    out(&format!(
+                        "  {}  {}",
+                        one_line(c["name"].as_str().unwrap_or("")),
+                        one_line(c["code"].as_str().unwrap_or(""))
+                    ));
+                }
+            }
+            "send" => {
+                self.count += 1;
+                let id = r["id"].as_str().unwrap_or("").to_owned();
+                self.sent.insert(id, self.count);
+                out(&format!("  message #{} queued", self.count));
+            }
+            _ => out("ok"),
+        }
+        Ok(())
+    }
+}
+
+/// Run the chat.
+pub async fn run(cli: &Cli) -> Result<(), AppError> {
+    // Attach to a daemon if one answers; else run our own node.
+    let attached = match app::socket_path(cli) {
+        Ok(path) => UnixStream::connect(&path).await.ok(),
+        Err(_) => None,
+    };
+    match attached {
+        Some(stream) => {
+            out("attached to the running ferry daemon");
+            let (r, w) = stream.into_split();
+            session(BufReader::new(r), w, None).await
+        }
+        None => {
+            let (handle, stop, task) = app::start(cli, app::endpoint_mode(cli)?)?;
+            let (client_side, server_side) = tokio::io::duplex(1 << 16);
+            let (sr, sw) = tokio::io::split(server_side);
+            let server = tokio::spawn(rpc::serve(BufReader::new(sr), sw, handle.clone()));
+            let (cr, cw) = tokio::io::split(client_side);
+            let result = session(BufReader::new(cr), cw, Some(&handle)).await;
+            let pending = crate::node::pending(&handle).await;
+            if pending > 0 {
+                out(&format!(
+                    "{pending} sent message(s) not yet delivered are dropped now: the outbox is kept only while ferry runs \
+                     (run `ferry daemon` to keep a node up)"
+                ));
+            }
+            server.abort();
+            let _ = stop.send(true);
+            let _ = task.await;
+            result
+        }
+    }
+}
+
+async fn session<R, W>(mut server: R, writer: W, own: Option<&crate::node::Handle>) -> Result<(), AppError>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut client = Client {
+        writer,
+        next_id: 0,
+        waiting: HashMap::new(),
+        to: None,
+        sent: HashMap::new(),
+        count: 0,
+        to_block: None,
+    };
+    let _ = own;
+    out("ferry chat: /help for commands");
+    client.call("identity", json!({}), "me").await?;
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        tokio::select! {
+            input = stdin.next_line() => match input? {
+                Some(l) => {
+                    let l = l.trim();
+                    if l.is_empty() { continue; }
+                    if !client.command(l).await? { break; }
+                }
+                None => break,
+            },
+            n = server.read_line(&mut line) => {
+                if n? == 0 {
+                    out("the daemon went away");
+                    break;
+                }
+                client.server_line(line.trim_end()).await?;
+            }
+        }
+    }
+    Ok(())
+}

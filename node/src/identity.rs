@@ -1,0 +1,104 @@
+//! The identity file: the device's X25519 secret, in the user's own data
+//! directory, created once with `O_EXCL` and mode 0600, never anywhere else.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ferry_proto::envelope::Identity;
+
+const HEADER: &str = "ferry identity v1\n";
+
+/// Why the identity could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// No data directory could be found for this user.
+    #[error("no data directory found for this user; pass --identity FILE or --ephemeral")]
+    NoDataDir,
+    /// The file could not be read or written.
+    #[error("identity file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// The file is not an identity file.
+    #[error("identity file {0} is not a Ferry identity (or is damaged)")]
+    Malformed(PathBuf),
+    /// The file can be read by others.
+    #[error("identity file {0} is readable by other users; run: chmod 600 {0}")]
+    Permissions(PathBuf),
+}
+
+/// The default identity path: `$XDG_DATA_HOME/ferry/identity`.
+pub fn default_path() -> Result<PathBuf, IdentityError> {
+    dirs::data_dir().map(|d| d.join("ferry").join("identity")).ok_or(IdentityError::NoDataDir)
+}
+
+/// Load the identity at `path`, creating it (and its directory, mode 0700)
+/// if it does not exist. Returns whether it was created.
+pub fn load_or_create(path: &Path) -> Result<(Identity, bool), IdentityError> {
+    let io_err = |source| IdentityError::Io { path: path.to_owned(), source };
+    match load(path) {
+        Ok(id) => return Ok((id, false)),
+        Err(IdentityError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err)?;
+    }
+    let identity = Identity::generate(&mut rand::rng());
+    let mut f = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(f) => f,
+        // Made by a concurrent `ferry` a moment ago: use that one.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return load(path).map(|id| (id, false)),
+        Err(e) => return Err(io_err(e)),
+    };
+    let body = format!("{HEADER}{}\n", hex::encode(identity.secret_bytes()));
+    f.write_all(body.as_bytes()).and_then(|()| f.sync_all()).map_err(io_err)?;
+    Ok((identity, true))
+}
+
+/// Load an existing identity.
+pub fn load(path: &Path) -> Result<Identity, IdentityError> {
+    let io_err = |source| IdentityError::Io { path: path.to_owned(), source };
+    let f = OpenOptions::new().read(true).open(path).map_err(io_err)?;
+    let mode = f.metadata().map_err(io_err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::Permissions(path.to_owned()));
+    }
+    let mut text = String::new();
+    f.take(256).read_to_string(&mut text).map_err(|_| IdentityError::Malformed(path.to_owned()))?;
+    let hex_part = text.strip_prefix(HEADER).map(str::trim).ok_or_else(|| IdentityError::Malformed(path.to_owned()))?;
+    let bytes: [u8; 32] = hex::decode(hex_part)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| IdentityError::Malformed(path.to_owned()))?;
+    Ok(Identity::from_secret_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_with_mode_0600_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("identity");
+        let (a, created) = load_or_create(&path).unwrap();
+        assert!(created);
+        let (b, created) = load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(a.public(), b.public());
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(load(&path), Err(IdentityError::Permissions(_))));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, "garbage").unwrap();
+        assert!(matches!(load(&path), Err(IdentityError::Malformed(_))));
+    }
+}

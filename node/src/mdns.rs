@@ -1,0 +1,197 @@
+//! LAN discovery with mDNS/DNS-SD (mdns-sd): every node advertises
+//! `_ferry._udp.local.` and browses for it, on every interface.
+//!
+//! Nothing in the records identifies the person or the machine: the
+//! instance name and the host label are random, new every run and again
+//! every epoch (about an hour), and the only TXT entry is the protocol
+//! version (`v=1`). The port is the node's UDP port, itself random per run.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
+use rand::RngExt;
+use tokio::sync::mpsc;
+
+/// The DNS-SD service type.
+pub const SERVICE_TYPE: &str = "_ferry._udp.local.";
+/// The one TXT property: the protocol version.
+pub const TXT_VERSION: (&str, &str) = ("v", "1");
+
+/// What discovery found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryEvent {
+    /// A peer advertised these addresses (try every one).
+    Discovered(Vec<SocketAddr>),
+    /// A peer went away; these were its addresses.
+    Expired(Vec<SocketAddr>),
+}
+
+/// A running (or disabled) discovery.
+#[derive(Debug)]
+pub struct Discovery {
+    rx: Option<mpsc::Receiver<DiscoveryEvent>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn random_label(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// A fresh, random advertisement for `port`.
+pub fn advertisement(port: u16) -> Result<ServiceInfo, mdns_sd::Error> {
+    let instance = format!("ferry-{}", random_label(12));
+    let host = format!("{}.local.", random_label(12));
+    let props = [TXT_VERSION];
+    Ok(ServiceInfo::new(SERVICE_TYPE, &instance, &host, "", port, &props[..])?.enable_addr_auto())
+}
+
+fn usable(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_link_local(),
+        // Link-local IPv6 needs a scope id we do not carry; v4 and global v6
+        // addresses are tried instead.
+        IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_unicast_link_local(),
+    }
+}
+
+impl Discovery {
+    /// Discovery that never finds anything (`--no-mdns`).
+    pub fn disabled() -> Self {
+        Discovery { rx: None, stop: None }
+    }
+
+    /// Advertise `port` and browse. Failures (no multicast interface, say)
+    /// are logged and leave discovery disabled: static peers still work.
+    pub fn start(port: u16) -> Self {
+        let daemon = match ServiceDaemon::new() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("mDNS unavailable, discovery off: {e}");
+                return Self::disabled();
+            }
+        };
+        let browse = match daemon.browse(SERVICE_TYPE) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("mDNS browse failed, discovery off: {e}");
+                let _ = daemon.shutdown();
+                return Self::disabled();
+            }
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut mine = match advertisement(port) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!("mDNS advertisement failed: {e}");
+                    let _ = daemon.shutdown();
+                    return;
+                }
+            };
+            let mut my_name = mine.get_fullname().to_owned();
+            if let Err(e) = daemon.register(mine) {
+                tracing::warn!("mDNS register failed: {e}");
+            }
+            let mut known: HashMap<String, Vec<SocketAddr>> = HashMap::new();
+            let epoch = || Duration::from_secs(rand::rng().random_range(50 * 60..70 * 60));
+            let mut rotate = Box::pin(tokio::time::sleep(epoch()));
+            loop {
+                tokio::select! {
+                    ev = browse.recv_async() => {
+                        let Ok(ev) = ev else { break };
+                        match ev {
+                            ServiceEvent::ServiceResolved(info) => {
+                                if info.get_fullname() == my_name {
+                                    continue;
+                                }
+                                let port = info.get_port();
+                                let addrs: Vec<SocketAddr> = info
+                                    .get_addresses()
+                                    .iter()
+                                    .map(|ip| ip.to_ip_addr())
+                                    .filter(usable)
+                                    .collect::<HashSet<_>>()
+                                    .into_iter()
+                                    .map(|ip| SocketAddr::new(ip, port))
+                                    .collect();
+                                if addrs.is_empty() || known.len() > 1024 {
+                                    continue;
+                                }
+                                known.insert(info.get_fullname().to_owned(), addrs.clone());
+                                let _ = tx.try_send(DiscoveryEvent::Discovered(addrs));
+                            }
+                            ServiceEvent::ServiceRemoved(_, fullname) => {
+                                if let Some(addrs) = known.remove(&fullname) {
+                                    let _ = tx.try_send(DiscoveryEvent::Expired(addrs));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    () = &mut rotate => {
+                        // A new epoch: new random names, same port.
+                        let _ = daemon.unregister(&my_name);
+                        if let Ok(info) = advertisement(port) {
+                            my_name = info.get_fullname().to_owned();
+                            mine = info;
+                            if let Err(e) = daemon.register(mine) {
+                                tracing::warn!("mDNS re-register failed: {e}");
+                            }
+                        }
+                        rotate.as_mut().reset(tokio::time::Instant::now() + epoch());
+                    }
+                    _ = &mut stop_rx => break,
+                }
+            }
+            let _ = daemon.unregister(&my_name);
+            if let Ok(done) = daemon.shutdown() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), done.recv_async()).await;
+            }
+        });
+        Discovery { rx: Some(rx), stop: Some(stop_tx) }
+    }
+
+    /// The next event; pending forever when disabled.
+    pub async fn next(&mut self) -> Option<DiscoveryEvent> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Unregister and stop.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertisements_are_random_and_carry_only_the_version() {
+        let a = advertisement(4000).unwrap();
+        let b = advertisement(4000).unwrap();
+        assert_ne!(a.get_fullname(), b.get_fullname());
+        assert_ne!(a.get_hostname(), b.get_hostname());
+        let host = gethostname();
+        if !host.is_empty() {
+            assert!(!a.get_fullname().contains(&host) && !a.get_hostname().contains(&host));
+        }
+        let props: Vec<(String, String)> =
+            a.get_properties().iter().map(|p| (p.key().to_owned(), p.val_str().to_owned())).collect();
+        assert_eq!(props, vec![("v".to_owned(), "1".to_owned())]);
+    }
+
+    fn gethostname() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+    }
+}

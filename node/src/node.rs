@@ -1,0 +1,655 @@
+//! The node: one task that owns the `proto` core and drives it with the UDP
+//! socket, mDNS discovery, timers and requests from the local API.
+//!
+//! It is the thin driver the house style asks for: a `select!` over
+//! datagrams, the core's timer, requests and discovery events, each followed
+//! by draining `poll_transmit` and `poll_event`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+
+use ferry_proto::Instant;
+use ferry_proto::endpoint::{DeliveryState, Endpoint, Event, SendError};
+use ferry_proto::envelope::{Identity, PeerKey};
+use ferry_proto::router::{Config, HostRouter, LinkCaps, LinkId};
+use ferry_proto::wire::{MAX_FRAME_LEN, MessageId, SizeClass};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
+
+use crate::book::Book;
+use crate::mdns::{Discovery, DiscoveryEvent};
+use crate::udp::Udp;
+
+/// The endpoint size the daemon uses: 1024 contacts (8192 tags), 256
+/// messages awaiting delivery, 16384 remembered receipt secrets.
+pub type HostEndpoint = Endpoint<Box<HostRouter>, 1024, 8192, 256, 16384>;
+
+/// Caps of a UDP peer: a datagram below the IPv6 minimum MTU, large frames.
+pub const UDP_CAPS: LinkCaps = LinkCaps { mtu: 1232, broadcast: false, max_class: SizeClass::Large };
+
+/// Links learned from an unknown address are dropped after this long
+/// without a datagram.
+const IDLE: StdDuration = StdDuration::from_secs(120);
+/// Maintenance tick: static peer retries, idle links, saving tag counters.
+const TICK: StdDuration = StdDuration::from_millis(500);
+/// Received texts from one stranger shown per minute.
+const STRANGER_PER_MINUTE: u32 = 5;
+
+/// What the node is.
+#[derive(Debug)]
+pub enum Mode {
+    /// A person's node: identity and address book.
+    Endpoint {
+        /// The identity.
+        identity: Identity,
+        /// The address book (in memory for `--ephemeral`).
+        book: Book,
+    },
+    /// A relay: no identity, nothing on disk.
+    Relay,
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// UDP address to bind; `None` for a random port on all interfaces.
+    pub listen: Option<SocketAddr>,
+    /// Static peers.
+    pub peers: Vec<SocketAddr>,
+    /// Advertise and browse mDNS.
+    pub mdns: bool,
+}
+
+/// A JSON-RPC error: code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    /// JSON-RPC error code.
+    pub code: i64,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+impl RpcError {
+    /// Invalid params (-32602).
+    pub fn params(message: impl Into<String>) -> Self {
+        RpcError { code: -32602, message: message.into() }
+    }
+    /// Method not found (-32601).
+    pub fn method(name: &str) -> Self {
+        RpcError { code: -32601, message: format!("unknown method {name:?}") }
+    }
+    /// An application error (-32000).
+    pub fn app(message: impl Into<String>) -> Self {
+        RpcError { code: -32000, message: message.into() }
+    }
+}
+
+/// One request to the node.
+#[derive(Debug)]
+pub struct Request {
+    /// Method name.
+    pub method: String,
+    /// Parameters.
+    pub params: Value,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<Value, RpcError>>,
+}
+
+/// A handle on a running node.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    requests: mpsc::Sender<Request>,
+    notes: broadcast::Sender<Arc<str>>,
+}
+
+impl Handle {
+    /// Call a method.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let (reply, rx) = oneshot::channel();
+        let req = Request { method: method.to_owned(), params, reply };
+        if self.requests.send(req).await.is_err() {
+            return Err(RpcError::app("the node has stopped"));
+        }
+        rx.await.unwrap_or_else(|_| Err(RpcError::app("the node has stopped")))
+    }
+
+    /// Subscribe to notifications (JSON-RPC notification objects, one line
+    /// each, without the newline).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        self.notes.subscribe()
+    }
+}
+
+enum Core {
+    Endpoint(Box<HostEndpoint>),
+    Relay(Box<HostRouter>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Static,
+    Mdns,
+    Learned,
+}
+
+#[derive(Debug)]
+struct Peer {
+    link: LinkId,
+    origin: Origin,
+    up_since: TokioInstant,
+    last_rx: TokioInstant,
+    retry_at: TokioInstant,
+    backoff: StdDuration,
+}
+
+struct State {
+    core: Core,
+    book: Option<Book>,
+    book_dirty: bool,
+    start: TokioInstant,
+    rng: rand::rngs::StdRng,
+    peers: HashMap<SocketAddr, Peer>,
+    by_link: HashMap<LinkId, SocketAddr>,
+    next_link: u32,
+    statics: Vec<SocketAddr>,
+    notes: broadcast::Sender<Arc<str>>,
+    strangers: HashMap<PeerKey, (TokioInstant, u32)>,
+    /// Ids of messages sent, to say which are still undelivered.
+    pending: HashMap<MessageId, DeliveryState>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn state_name(s: DeliveryState) -> &'static str {
+    match s {
+        DeliveryState::Queued => "queued",
+        DeliveryState::Sent => "sent",
+        DeliveryState::Delivered => "delivered",
+        DeliveryState::Expired => "expired",
+    }
+}
+
+impl State {
+    fn now(&self) -> Instant {
+        Instant::from_millis(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn to_tokio(&self, t: Instant) -> TokioInstant {
+        self.start + StdDuration::from_millis(t.millis())
+    }
+
+    fn link_up(&mut self, addr: SocketAddr, origin: Origin) -> Option<LinkId> {
+        if let Some(p) = self.peers.get_mut(&addr) {
+            if origin != Origin::Learned && p.origin == Origin::Learned {
+                p.origin = origin;
+            }
+            return Some(p.link);
+        }
+        let link = LinkId(self.next_link);
+        self.next_link = self.next_link.wrapping_add(1);
+        let now = self.now();
+        let ok = match &mut self.core {
+            Core::Endpoint(e) => e.handle_link_up(now, &mut self.rng, link, UDP_CAPS),
+            Core::Relay(r) => r.handle_link_up(now, &mut self.rng, link, UDP_CAPS),
+        };
+        if !ok {
+            tracing::debug!("link table full or too many link-ups: ignoring a peer");
+            return None;
+        }
+        tracing::debug!(%addr, ?origin, "link up");
+        let t = TokioInstant::now();
+        self.peers.insert(
+            addr,
+            Peer {
+                link,
+                origin,
+                up_since: t,
+                last_rx: t,
+                retry_at: t + StdDuration::from_secs(2),
+                backoff: StdDuration::from_secs(2),
+            },
+        );
+        self.by_link.insert(link, addr);
+        Some(link)
+    }
+
+    fn link_down(&mut self, addr: SocketAddr) {
+        if let Some(p) = self.peers.remove(&addr) {
+            self.by_link.remove(&p.link);
+            let now = self.now();
+            match &mut self.core {
+                Core::Endpoint(e) => e.handle_link_down(now, p.link),
+                Core::Relay(r) => r.handle_link_down(now, p.link),
+            }
+            tracing::debug!(%addr, "link down");
+        }
+    }
+
+    fn validated(&self, link: LinkId) -> bool {
+        let links: Vec<_> = match &self.core {
+            Core::Endpoint(e) => e.router.links().collect(),
+            Core::Relay(r) => r.links().collect(),
+        };
+        links.iter().any(|&(l, _, v)| l == link && v)
+    }
+
+    fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let Some(link) = self.link_up(from, Origin::Learned) else { return };
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.last_rx = TokioInstant::now();
+        }
+        let now = self.now();
+        let _ = match &mut self.core {
+            Core::Endpoint(e) => e.handle_frame(now, &mut self.rng, link, bytes),
+            Core::Relay(r) => r.handle_frame(now, link, bytes).map(|_| ()),
+        };
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.core {
+            Core::Endpoint(e) => e.poll_timeout(),
+            Core::Relay(r) => r.poll_timeout(),
+        }
+    }
+
+    fn handle_timeout(&mut self) {
+        let now = self.now();
+        match &mut self.core {
+            Core::Endpoint(e) => e.handle_timeout(now, &mut self.rng),
+            Core::Relay(r) => r.handle_timeout(now),
+        }
+    }
+
+    /// Static peers that are not validated get their link restarted, with
+    /// backoff up to 30 s; learned links idle for two minutes go down.
+    fn maintain(&mut self) {
+        let t = TokioInstant::now();
+        let mut restart = Vec::new();
+        let mut drop = Vec::new();
+        for (addr, p) in &self.peers {
+            match p.origin {
+                Origin::Static | Origin::Mdns => {
+                    if t >= p.retry_at && !self.validated(p.link) {
+                        restart.push((*addr, p.origin, p.backoff));
+                    }
+                }
+                Origin::Learned => {
+                    if t.duration_since(p.last_rx) > IDLE {
+                        drop.push(*addr);
+                    }
+                }
+            }
+        }
+        for addr in drop {
+            self.link_down(addr);
+        }
+        for (addr, origin, backoff) in restart {
+            self.link_down(addr);
+            if self.link_up(addr, origin).is_some()
+                && let Some(p) = self.peers.get_mut(&addr)
+            {
+                let next = (backoff * 2).min(StdDuration::from_secs(30));
+                p.backoff = next;
+                p.retry_at = t + next;
+            }
+        }
+        for addr in self.statics.clone() {
+            if !self.peers.contains_key(&addr) {
+                self.link_up(addr, Origin::Static);
+            }
+        }
+        self.save_states();
+    }
+
+    fn save_states(&mut self) {
+        let (Core::Endpoint(e), Some(book)) = (&self.core, self.book.as_mut()) else { return };
+        let keys: Vec<PeerKey> = book.contacts().filter_map(|c| PeerKey::from_code(&c.code).ok()).collect();
+        for k in keys {
+            if let Some(s) = e.contact_state(&k) {
+                self.book_dirty |= book.set_state(&k, s);
+            }
+        }
+        if self.book_dirty {
+            if let Err(e) = book.save() {
+                tracing::warn!("could not save the address book: {e}");
+            }
+            self.book_dirty = false;
+        }
+    }
+
+    fn flush(&mut self, udp: &Udp, scratch: &mut Vec<u8>, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let now = self.now();
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        out.clear();
+        loop {
+            let t = match &mut self.core {
+                Core::Endpoint(e) => e.poll_transmit(now, &mut buf),
+                Core::Relay(r) => r.poll_transmit(now, &mut buf),
+            };
+            let Some(t) = t else { break };
+            if let Some(addr) = self.by_link.get(&t.link) {
+                out.push((*addr, buf[..t.len].to_vec()));
+            }
+            if out.len() >= 256 {
+                udp.send_all(out.iter().map(|(a, b)| (*a, &b[..])), scratch);
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            udp.send_all(out.iter().map(|(a, b)| (*a, &b[..])), scratch);
+        }
+        self.drain_events();
+    }
+
+    fn note(&self, method: &str, params: Value) {
+        let line = json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string();
+        let _ = self.notes.send(Arc::from(line));
+    }
+
+    fn drain_events(&mut self) {
+        let Core::Endpoint(e) = &mut self.core else { return };
+        let mut events = Vec::new();
+        while let Some(ev) = e.poll_event() {
+            events.push(ev);
+        }
+        for ev in events {
+            match ev {
+                Event::Received(r) => self.on_received(r),
+                Event::Status { id, state } => {
+                    let hex = id.to_string();
+                    self.note("status", json!({"id": hex, "state": state_name(state)}));
+                    if state == DeliveryState::Delivered {
+                        self.note("delivered", json!({"id": hex}));
+                    }
+                    if matches!(state, DeliveryState::Delivered | DeliveryState::Expired) {
+                        self.pending.remove(&id);
+                    } else {
+                        self.pending.insert(id, state);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_received(&mut self, r: ferry_proto::endpoint::Received) {
+        let book = self.book.as_ref();
+        if book.is_some_and(|b| b.is_blocked(&r.from)) {
+            return;
+        }
+        let code = r.from.code().to_string();
+        let name = book.and_then(|b| b.by_key(&r.from)).filter(|e| !e.name.is_empty()).map(|e| e.name.clone());
+        let contact = name.is_some();
+        if !contact {
+            // Requests from strangers: a few per minute per sender.
+            let t = TokioInstant::now();
+            if self.strangers.len() > 4096 {
+                self.strangers.retain(|_, (since, _)| t.duration_since(*since) < StdDuration::from_secs(60));
+            }
+            let entry = self.strangers.entry(r.from).or_insert((t, 0));
+            if t.duration_since(entry.0) >= StdDuration::from_secs(60) {
+                *entry = (t, 0);
+            }
+            entry.1 += 1;
+            if entry.1 > STRANGER_PER_MINUTE {
+                tracing::info!("dropped a message request over the per-sender rate");
+                return;
+            }
+        }
+        self.note(
+            "received",
+            json!({
+                "id": r.id.to_string(),
+                "from": name.unwrap_or_else(|| code.clone()),
+                "code": code,
+                "contact": contact,
+                "text": r.text.as_str(),
+                "sent_at": r.sent_at,
+            }),
+        );
+    }
+
+    fn handle_request(&mut self, method: &str, params: &Value) -> Result<Value, RpcError> {
+        match method {
+            "peers" => Ok(self.peers_json()),
+            "stats" => Ok(self.stats_json()),
+            _ => {
+                if matches!(self.core, Core::Relay(_)) {
+                    return match method {
+                        "identity" | "contacts.add" | "contacts.list" | "contacts.remove" | "contacts.rename"
+                        | "contacts.block" | "send" => Err(RpcError::app("a relay has no identity or contacts")),
+                        _ => Err(RpcError::method(method)),
+                    };
+                }
+                self.endpoint_request(method, params)
+            }
+        }
+    }
+
+    fn peers_json(&self) -> Value {
+        let t = TokioInstant::now();
+        let mut list: Vec<Value> = self
+            .peers
+            .values()
+            .map(|p| {
+                json!({
+                    "kind": "udp",
+                    "found_by": match p.origin { Origin::Static => "static", Origin::Mdns => "mdns", Origin::Learned => "incoming" },
+                    "age_secs": t.duration_since(p.up_since).as_secs(),
+                    "validated": self.validated(p.link),
+                })
+            })
+            .collect();
+        list.sort_by_key(|v| v["age_secs"].as_u64());
+        Value::Array(list)
+    }
+
+    fn stats_json(&self) -> Value {
+        let s = match &self.core {
+            Core::Endpoint(e) => e.router.stats(),
+            Core::Relay(r) => r.stats(),
+        };
+        let held = match &self.core {
+            Core::Endpoint(e) => e.router.held(),
+            Core::Relay(r) => r.held(),
+        };
+        json!({
+            "held": held,
+            "frames_in": s.frames_in, "frames_out": s.frames_out, "bytes_out": s.bytes_out,
+            "malformed": s.malformed, "bad_id": s.bad_id, "duplicates": s.duplicates,
+            "rate_limited": s.rate_limited, "receipts_valid": s.receipts_valid,
+            "receipts_refused": s.receipts_refused, "evictions": s.evictions,
+        })
+    }
+
+    fn resolve(&self, to: &str) -> Result<PeerKey, RpcError> {
+        if let Some(k) = self.book.as_ref().and_then(|b| b.by_name(to)) {
+            return Ok(k);
+        }
+        PeerKey::from_code(to)
+            .map_err(|e| RpcError::params(format!("{to:?} is neither a contact name nor a valid code: {e}")))
+    }
+
+    fn endpoint_request(&mut self, method: &str, params: &Value) -> Result<Value, RpcError> {
+        let now = self.now();
+        let Core::Endpoint(ep) = &mut self.core else { return Err(RpcError::method(method)) };
+        let book = self.book.get_or_insert_with(Book::in_memory);
+        let str_param = |name: &str| -> Result<String, RpcError> {
+            params
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| RpcError::params(format!("missing string parameter {name:?}")))
+        };
+        let code_param = |name: &str| -> Result<PeerKey, RpcError> {
+            let code = str_param(name)?;
+            PeerKey::from_code(&code).map_err(|e| RpcError::params(format!("bad contact code: {e}")))
+        };
+        match method {
+            "identity" => Ok(json!({"code": ep.identity().code().as_str()})),
+            "contacts.add" => {
+                let name = str_param("name")?;
+                let key = code_param("code")?;
+                if key == ep.identity().public() {
+                    return Err(RpcError::params("that is your own code"));
+                }
+                book.add(&name, &key).map_err(|e| RpcError::params(e.to_string()))?;
+                let state = book.by_key(&key).map(|e| e.state).unwrap_or_default();
+                ep.restore_contact(now, key, state).map_err(|e| RpcError::app(e.to_string()))?;
+                self.book_dirty = true;
+                self.save_states();
+                Ok(json!(true))
+            }
+            "contacts.list" => {
+                Ok(Value::Array(book.contacts().map(|e| json!({"name": e.name, "code": e.code})).collect()))
+            }
+            "contacts.remove" => {
+                let name = str_param("name")?;
+                let entry = book.remove(&name).map_err(|e| RpcError::params(e.to_string()))?;
+                if let Ok(k) = PeerKey::from_code(&entry.code) {
+                    ep.remove_contact(&k);
+                }
+                self.book_dirty = true;
+                self.save_states();
+                Ok(json!(true))
+            }
+            "contacts.rename" => {
+                let old = str_param("name")?;
+                let new = str_param("new_name")?;
+                book.rename(&old, &new).map_err(|e| RpcError::params(e.to_string()))?;
+                self.book_dirty = true;
+                self.save_states();
+                Ok(json!(true))
+            }
+            "contacts.block" => {
+                let key = code_param("code")?;
+                book.block(&key).map_err(|e| RpcError::params(e.to_string()))?;
+                self.book_dirty = true;
+                self.save_states();
+                Ok(json!(true))
+            }
+            "send" => {
+                let to = str_param("to")?;
+                let text = str_param("text")?;
+                let key = self.resolve(&to)?;
+                let Core::Endpoint(ep) = &mut self.core else { return Err(RpcError::method(method)) };
+                let id = ep.send(now, &mut self.rng, unix_now(), &key, &text).map_err(|e| match e {
+                    SendError::TooLong { max } => {
+                        RpcError::params(format!("text is {} bytes; the limit is {max} bytes", text.len()))
+                    }
+                    SendError::Empty => RpcError::params("text is empty"),
+                    other => RpcError::app(other.to_string()),
+                })?;
+                Ok(json!({"id": id.to_string()}))
+            }
+            "pending" => Ok(json!(self.pending.len())),
+            _ => Err(RpcError::method(method)),
+        }
+    }
+}
+
+/// Start a node; returns its handle and the task running it. The task ends
+/// when every [`Handle`] is dropped or `shutdown` fires.
+pub fn spawn(
+    mode: Mode,
+    options: Options,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<(Handle, SocketAddr, tokio::task::JoinHandle<()>)> {
+    let udp = Udp::bind(options.listen)?;
+    let local = udp.local_addr();
+    let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
+    let (notes, _) = broadcast::channel(1024);
+    let handle = Handle { requests: req_tx, notes: notes.clone() };
+    let rng: rand::rngs::StdRng = rand::make_rng();
+    let (core, book) = match mode {
+        Mode::Endpoint { identity, book } => {
+            let router = Box::new(HostRouter::new(Config::DEFAULT));
+            (Core::Endpoint(Box::new(HostEndpoint::new(identity, router))), Some(book))
+        }
+        Mode::Relay => (Core::Relay(Box::new(HostRouter::new(Config::DEFAULT))), None),
+    };
+    let mut state = State {
+        core,
+        book,
+        book_dirty: false,
+        start: TokioInstant::now(),
+        rng,
+        peers: HashMap::new(),
+        by_link: HashMap::new(),
+        next_link: 1,
+        statics: options.peers.clone(),
+        notes,
+        strangers: HashMap::new(),
+        pending: HashMap::new(),
+    };
+    // Named contacts with their saved tag counters.
+    if let (Core::Endpoint(ep), Some(book)) = (&mut state.core, &state.book) {
+        for e in book.contacts() {
+            if let Ok(k) = PeerKey::from_code(&e.code) {
+                let _ = ep.restore_contact(Instant::ZERO, k, e.state);
+            }
+        }
+    }
+    let discovery = if options.mdns { Discovery::start(local.port()) } else { Discovery::disabled() };
+    let task = tokio::spawn(async move {
+        let mut discovery = discovery;
+        let mut bufs = udp.recv_bufs();
+        let mut scratch = Vec::new();
+        let mut out = Vec::new();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for addr in state.statics.clone() {
+            state.link_up(addr, Origin::Static);
+        }
+        state.flush(&udp, &mut scratch, &mut out);
+        loop {
+            let wake = state.poll_timeout().map(|t| state.to_tokio(t));
+            let sleep = async {
+                match wake {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = udp.recv(&mut bufs, |from, bytes| state.handle_datagram(from, bytes)) => {}
+                () = sleep => state.handle_timeout(),
+                req = req_rx.recv() => match req {
+                    Some(req) => {
+                        let result = state.handle_request(&req.method, &req.params);
+                        let _ = req.reply.send(result);
+                    }
+                    None => break,
+                },
+                ev = discovery.next() => match ev {
+                    Some(DiscoveryEvent::Discovered(addrs)) => {
+                        for a in addrs {
+                            if a != local { state.link_up(a, Origin::Mdns); }
+                        }
+                    }
+                    Some(DiscoveryEvent::Expired(addrs)) => {
+                        for a in addrs {
+                            if state.peers.get(&a).is_some_and(|p| p.origin == Origin::Mdns) { state.link_down(a); }
+                        }
+                    }
+                    None => {}
+                },
+                _ = tick.tick() => state.maintain(),
+                _ = shutdown.changed() => break,
+            }
+            state.flush(&udp, &mut scratch, &mut out);
+        }
+        state.save_states();
+        discovery.stop();
+    });
+    Ok((handle, local, task))
+}
+
+/// Whether the node still has sent messages not yet delivered (for the chat
+/// to warn on exit: the outbox is not kept across restarts).
+pub async fn pending(handle: &Handle) -> usize {
+    handle.call("pending", Value::Null).await.ok().and_then(|v| v.as_u64()).unwrap_or(0) as usize
+}
