@@ -7,7 +7,7 @@
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   no_std    ferry-proto for thumbv7em-none-eabihf, every no_std feature set,
 #             with -Zbuild-std=core only (proves no std and no alloc)
-#   tests     cargo nextest run --workspace --all-targets; cargo test --doc
+#   tests     cargo nextest run --workspace --lib --bins --tests; cargo test --doc
 #   fuzz      every cargo-fuzz target of proto for FUZZ_SECONDS (default 20) each
 #
 # Under CI=true a step that cannot run for lack of a tool is a failure. Outside
@@ -119,11 +119,12 @@ fi
 # ---------------------------------------------------------------------------
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    run cargo nextest run --workspace --all-targets
+    # Benchmarks are compiled by clippy above and run by `cargo bench`, not here.
+    run cargo nextest run --workspace --lib --bins --tests
 else
     skip "cargo-nextest is not installed"
     echo "    falling back to cargo test"
-    run cargo test --workspace --all-targets
+    run cargo test --workspace --lib --bins --tests
 fi
 # nextest does not run doctests.
 run cargo test --workspace --doc

@@ -38,6 +38,7 @@ struct Client<W> {
     sent: HashMap<String, usize>,
     count: usize,
     to_block: Option<String>,
+    early: Vec<(String, String)>,
 }
 
 fn out(line: &str) {
@@ -116,9 +117,14 @@ impl<W: AsyncWrite + Unpin> Client<W> {
                     }
                 }
                 "status" => {
-                    let id = p["id"].as_str().unwrap_or("");
-                    let n = self.sent.get(id).copied().unwrap_or(0);
-                    out(&format!("  message #{n} {}", one_line(p["state"].as_str().unwrap_or("?"))));
+                    let id = p["id"].as_str().unwrap_or("").to_owned();
+                    let state = one_line(p["state"].as_str().unwrap_or("?"));
+                    match self.sent.get(&id) {
+                        Some(n) if state != "queued" => out(&format!("  message #{n} {state}")),
+                        Some(_) => {}
+                        // The notification can overtake the answer to `send`.
+                        None => self.early.push((id, state)),
+                    }
                 }
                 _ => {}
             }
@@ -173,8 +179,18 @@ impl<W: AsyncWrite + Unpin> Client<W> {
             "send" => {
                 self.count += 1;
                 let id = r["id"].as_str().unwrap_or("").to_owned();
-                self.sent.insert(id, self.count);
+                self.sent.insert(id.clone(), self.count);
                 out(&format!("  message #{} queued", self.count));
+                let early: Vec<(String, String)> = std::mem::take(&mut self.early);
+                for (eid, state) in early {
+                    if eid == id {
+                        if state != "queued" {
+                            out(&format!("  message #{} {state}", self.count));
+                        }
+                    } else if self.early.len() < 64 {
+                        self.early.push((eid, state));
+                    }
+                }
             }
             _ => out("ok"),
         }
@@ -230,6 +246,7 @@ where
         sent: HashMap::new(),
         count: 0,
         to_block: None,
+        early: Vec::new(),
     };
     let _ = own;
     out("ferry chat: /help for commands");

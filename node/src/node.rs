@@ -161,6 +161,27 @@ struct State {
     pending: HashMap<MessageId, DeliveryState>,
 }
 
+/// Frames waiting to be sent: one byte arena and their ranges.
+#[derive(Debug, Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    frames: Vec<(SocketAddr, std::ops::Range<usize>)>,
+}
+
+impl Outbox {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.frames.clear();
+    }
+
+    fn send(&mut self, udp: &Udp, scratch: &mut Vec<u8>) {
+        if !self.frames.is_empty() {
+            udp.send_all(self.frames.iter().map(|(a, r)| (*a, &self.bytes[r.clone()])), scratch);
+        }
+        self.clear();
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -322,27 +343,32 @@ impl State {
         }
     }
 
-    fn flush(&mut self, udp: &Udp, scratch: &mut Vec<u8>, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    /// Drain `poll_transmit` into `out` (one arena, no allocation per
+    /// frame once warm) and send it in batches.
+    fn flush(&mut self, udp: &Udp, scratch: &mut Vec<u8>, out: &mut Outbox) {
         let now = self.now();
-        let mut buf = [0u8; MAX_FRAME_LEN];
         out.clear();
         loop {
+            let start = out.bytes.len();
+            out.bytes.resize(start + MAX_FRAME_LEN, 0);
             let t = match &mut self.core {
-                Core::Endpoint(e) => e.poll_transmit(now, &mut buf),
-                Core::Relay(r) => r.poll_transmit(now, &mut buf),
+                Core::Endpoint(e) => e.poll_transmit(now, &mut out.bytes[start..]),
+                Core::Relay(r) => r.poll_transmit(now, &mut out.bytes[start..]),
             };
-            let Some(t) = t else { break };
-            if let Some(addr) = self.by_link.get(&t.link) {
-                out.push((*addr, buf[..t.len].to_vec()));
+            let Some(t) = t else {
+                out.bytes.truncate(start);
+                break;
+            };
+            out.bytes.truncate(start + t.len);
+            match self.by_link.get(&t.link) {
+                Some(addr) => out.frames.push((*addr, start..start + t.len)),
+                None => out.bytes.truncate(start),
             }
-            if out.len() >= 256 {
-                udp.send_all(out.iter().map(|(a, b)| (*a, &b[..])), scratch);
-                out.clear();
+            if out.frames.len() >= 256 {
+                out.send(udp, scratch);
             }
         }
-        if !out.is_empty() {
-            udp.send_all(out.iter().map(|(a, b)| (*a, &b[..])), scratch);
-        }
+        out.send(udp, scratch);
         self.drain_events();
     }
 
@@ -599,7 +625,7 @@ pub fn spawn(
         let mut discovery = discovery;
         let mut bufs = udp.recv_bufs();
         let mut scratch = Vec::new();
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for addr in state.statics.clone() {

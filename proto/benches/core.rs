@@ -409,7 +409,7 @@ fn bench_forward<const S: usize, const L: usize, const D: usize, const LINKS: us
     });
     let st = router.stats();
     let n = st.frames_in - before.frames_in;
-    println!(
+    eprintln!(
         "{name} steady state: {n} frames in, {} out, {} duplicates, {} evictions; {} held, {} seen (capacity {D})",
         st.frames_out - before.frames_out,
         st.duplicates - before.duplicates,
@@ -476,7 +476,10 @@ fn bench_router(c: &mut Criterion) {
 criterion_group!(benches, bench_x25519, bench_seal_open, bench_not_for_me, bench_router);
 
 fn main() {
-    print_sizes();
+    // `--list` (test runners enumerating benchmarks) must print only the list.
+    if !std::env::args().any(|a| a == "--list") {
+        print_sizes();
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
