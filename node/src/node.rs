@@ -174,9 +174,9 @@ impl Outbox {
         self.frames.clear();
     }
 
-    fn send(&mut self, udp: &Udp, scratch: &mut Vec<u8>) {
+    async fn send(&mut self, udp: &Udp, scratch: &mut Vec<u8>) {
         if !self.frames.is_empty() {
-            udp.send_all(self.frames.iter().map(|(a, r)| (*a, &self.bytes[r.clone()])), scratch);
+            udp.send_all(&self.bytes, &self.frames, scratch).await;
         }
         self.clear();
     }
@@ -345,7 +345,7 @@ impl State {
 
     /// Drain `poll_transmit` into `out` (one arena, no allocation per
     /// frame once warm) and send it in batches.
-    fn flush(&mut self, udp: &Udp, scratch: &mut Vec<u8>, out: &mut Outbox) {
+    async fn flush(&mut self, udp: &Udp, scratch: &mut Vec<u8>, out: &mut Outbox) {
         let now = self.now();
         out.clear();
         loop {
@@ -365,10 +365,10 @@ impl State {
                 None => out.bytes.truncate(start),
             }
             if out.frames.len() >= 256 {
-                out.send(udp, scratch);
+                out.send(udp, scratch).await;
             }
         }
-        out.send(udp, scratch);
+        out.send(udp, scratch).await;
         self.drain_events();
     }
 
@@ -631,7 +631,7 @@ pub fn spawn(
         for addr in state.statics.clone() {
             state.link_up(addr, Origin::Static);
         }
-        state.flush(&udp, &mut scratch, &mut out);
+        state.flush(&udp, &mut scratch, &mut out).await;
         loop {
             let wake = state.poll_timeout().map(|t| state.to_tokio(t));
             let sleep = async {
@@ -666,7 +666,7 @@ pub fn spawn(
                 _ = tick.tick() => state.maintain(),
                 _ = shutdown.changed() => break,
             }
-            state.flush(&udp, &mut scratch, &mut out);
+            state.flush(&udp, &mut scratch, &mut out).await;
         }
         state.save_states();
         discovery.stop();

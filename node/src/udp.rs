@@ -9,6 +9,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
@@ -133,6 +134,10 @@ impl Udp {
         }
     }
 
+    fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        self.sock.try_io(Interest::WRITABLE, || self.state.try_send((&self.sock).into(), transmit))
+    }
+
     fn wire_addr(&self, to: SocketAddr) -> SocketAddr {
         match (self.v6, to) {
             (true, SocketAddr::V4(a)) => SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0).into(),
@@ -141,22 +146,25 @@ impl Udp {
     }
 
     /// Send datagrams, batching runs of equal-length datagrams to the same
-    /// peer into one GSO send. `frames` yields (destination, bytes). Errors
-    /// are counted and ignored; a full socket buffer drops the rest of the
-    /// batch (the router's summaries recover what matters).
-    pub fn send_all<'a>(&self, frames: impl IntoIterator<Item = (SocketAddr, &'a [u8])>, scratch: &mut Vec<u8>) {
+    /// peer into one GSO send. `frames` are (destination, range of `arena`). Errors
+    /// are counted and ignored; a full socket buffer waits for room.
+    pub async fn send_all(&self, arena: &[u8], frames: &[(SocketAddr, Range<usize>)], scratch: &mut Vec<u8>) {
         let max_segments = self.state.max_gso_segments().clamp(1, 64);
-        let mut iter = frames.into_iter().peekable();
-        while let Some((dest, first)) = iter.next() {
+        let bytes = |r: &Range<usize>| arena.get(r.clone()).unwrap_or(&[]);
+        let mut i = 0;
+        while let Some((dest, r)) = frames.get(i) {
+            let dest = *dest;
+            let first = bytes(r);
+            let len = first.len();
             scratch.clear();
             scratch.extend_from_slice(first);
-            let len = first.len();
             let mut n = 1;
+            i += 1;
             while n < max_segments {
-                match iter.peek() {
-                    Some((d, b)) if *d == dest && b.len() == len => {
-                        scratch.extend_from_slice(b);
-                        iter.next();
+                match frames.get(i) {
+                    Some((d, r)) if *d == dest && bytes(r).len() == len => {
+                        scratch.extend_from_slice(bytes(r));
+                        i += 1;
                         n += 1;
                     }
                     _ => break,
@@ -169,8 +177,20 @@ impl Udp {
                 segment_size: (n > 1).then_some(len),
                 src_ip: None,
             };
-            if self.sock.try_io(Interest::WRITABLE, || self.state.try_send((&self.sock).into(), &transmit)).is_err() {
-                self.errors.send.fetch_add(1, Ordering::Relaxed);
+            loop {
+                if self.sock.writable().await.is_err() {
+                    self.errors.send.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                match self.try_send(&transmit) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => {
+                        // ECONNREFUSED, ENETUNREACH, EMSGSIZE...: counted, never fatal.
+                        self.errors.send.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
             }
         }
     }
@@ -185,8 +205,10 @@ mod tests {
         let a = Udp::bind(Some("127.0.0.1:0".parse().unwrap())).unwrap();
         let b = Udp::bind(Some("127.0.0.1:0".parse().unwrap())).unwrap();
         let frames: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 240]).collect();
+        let arena: Vec<u8> = frames.concat();
+        let ranges: Vec<_> = (0..10).map(|i| (b.local_addr(), i * 240..(i + 1) * 240)).collect();
         let mut scratch = Vec::new();
-        a.send_all(frames.iter().map(|f| (b.local_addr(), &f[..])), &mut scratch);
+        a.send_all(&arena, &ranges, &mut scratch).await;
         let mut got = Vec::new();
         let mut bufs = b.recv_bufs();
         while got.len() < 10 {
@@ -206,12 +228,12 @@ mod tests {
         let dead: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut scratch = Vec::new();
         for _ in 0..3 {
-            a.send_all([(dead, &[1u8; 33][..])], &mut scratch);
+            a.send_all(&[1u8; 33], &[(dead, 0..33)], &mut scratch).await;
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         // Still usable.
         let b = Udp::bind(Some("127.0.0.1:0".parse().unwrap())).unwrap();
-        a.send_all([(b.local_addr(), &[2u8; 33][..])], &mut scratch);
+        a.send_all(&[2u8; 33], &[(b.local_addr(), 0..33)], &mut scratch).await;
         let mut bufs = b.recv_bufs();
         let mut n = 0;
         b.recv(&mut bufs, |_, _| n += 1).await;
