@@ -426,6 +426,13 @@ impl State {
                 return;
             }
         }
+        // Shown: now the sender may learn it was delivered. Blocked codes and
+        // strangers over their rate get no receipt (their sender sees the
+        // message expire), so a blocked code cannot probe us either.
+        let now = self.now();
+        if let Core::Endpoint(e) = &mut self.core {
+            e.acknowledge(now, &mut self.rng, &r.ack);
+        }
         self.note(
             "received",
             json!({
@@ -563,6 +570,9 @@ impl State {
                 let text = str_param("text")?;
                 let key = self.resolve(&to)?;
                 let Core::Endpoint(ep) = &mut self.core else { return Err(RpcError::method(method)) };
+                if key == ep.identity().public() {
+                    return Err(RpcError::params("that is your own code"));
+                }
                 let id = ep.send(now, &mut self.rng, unix_now(), &key, &text).map_err(|e| match e {
                     SendError::TooLong { max } => {
                         RpcError::params(format!("text is {} bytes; the limit is {max} bytes", text.len()))
@@ -594,7 +604,9 @@ pub fn spawn(
     let (core, book) = match mode {
         Mode::Endpoint { identity, book } => {
             let router = Box::new(HostRouter::new(Config::DEFAULT));
-            (Core::Endpoint(Box::new(HostEndpoint::new(identity, router))), Some(book))
+            let mut ep = Box::new(HostEndpoint::new(identity, router));
+            ep.set_auto_receipts(false);
+            (Core::Endpoint(ep), Some(book))
         }
         Mode::Relay => (Core::Relay(Box::new(HostRouter::new(Config::DEFAULT))), None),
     };

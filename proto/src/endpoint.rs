@@ -51,6 +51,15 @@ pub struct Received {
     pub sent_at: u64,
     /// The text.
     pub text: String<MAX_TEXT>,
+    /// What [`Endpoint::acknowledge`] needs to send this text's receipts,
+    /// when automatic receipts are off.
+    pub ack: Ack,
+}
+
+/// The receipts owed for one received text (one per part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    parts: [Option<(MessageId, [u8; RECEIPT_SECRET_LEN])>; MAX_PARTS],
 }
 
 /// A sent message's state, as the sender sees it (SPEC §7).
@@ -311,7 +320,10 @@ pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: u
     tags: FnvIndexMap<[u8; TAG_LEN], (u16, u32), TAGS>,
     outbox: Vec<Outgoing, OUT>,
     /// Receipt secrets of opened messages → when they may be forgotten.
-    replay: FnvIndexMap<[u8; RECEIPT_SECRET_LEN], (Instant, u64), REPLAY>,
+    /// Receipt secrets of shown texts → (forget after, sender time,
+    /// receipted).
+    replay: FnvIndexMap<[u8; RECEIPT_SECRET_LEN], (Instant, u64, bool), REPLAY>,
+    auto_receipts: bool,
     /// Messages whose `sent_at` is at or below this are refused as possible
     /// replays (raised when the replay table overflows).
     replay_floor: u64,
@@ -351,6 +363,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             tags: FnvIndexMap::new(),
             outbox: Vec::new(),
             replay: FnvIndexMap::new(),
+            auto_receipts: true,
             replay_floor: 0,
             trials: Deque::new(),
             trial_buckets: Vec::new(),
@@ -560,7 +573,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         self.partials.retain(|p| now.saturating_since(p.started) < max);
         // Replay entries past their time.
         let mut old: Vec<[u8; RECEIPT_SECRET_LEN], 32> = Vec::new();
-        for (k, (until, _)) in self.replay.iter() {
+        for (k, (until, _, _)) in self.replay.iter() {
             if *until <= now && old.push(*k).is_err() {
                 break;
             }
@@ -703,8 +716,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         // erases the copies still travelling); anything refused otherwise
         // gets none, so its sender sees it expire rather than a false
         // "delivered".
-        if self.replay.contains_key(&opened.secret) {
-            self.schedule_receipt(now, rng, id, opened.secret);
+        if let Some(&(_, _, receipted)) = self.replay.get(&opened.secret) {
+            if receipted {
+                self.schedule_receipt(now, rng, id, opened.secret);
+            }
             return;
         }
         if sent_at <= self.replay_floor {
@@ -723,28 +738,60 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 if !push_str(&mut text, t) {
                     return;
                 }
-                let received = Received { id, from: opened.sender, contact, sent_at, text };
-                if self.events.push_back(Event::Received(received)).is_ok() {
-                    self.remember(now, opened.secret, sent_at);
-                    self.schedule_receipt(now, rng, id, opened.secret);
+                let mut ack = Ack { parts: [None; MAX_PARTS] };
+                if let Some(p) = ack.parts.first_mut() {
+                    *p = Some((id, opened.secret));
                 }
+                self.show(now, rng, Received { id, from: opened.sender, contact, sent_at, text, ack });
             }
             Body::Part { group, index, count, text: chunk } => {
                 let part = PartRef { id, secret: opened.secret };
                 let Some(done) = self.add_part(now, opened.sender, part, sent_at, group, index, count, chunk) else {
                     return;
                 };
-                let received =
-                    Received { id: done.id, from: opened.sender, contact, sent_at: done.sent_at, text: done.text };
-                if self.events.push_back(Event::Received(received)).is_ok() {
-                    // Every part is receipted only now that the whole text
-                    // was shown.
-                    for p in done.parts.iter().flatten() {
-                        self.remember(now, p.secret, done.sent_at);
-                        self.schedule_receipt(now, rng, p.id, p.secret);
-                    }
-                }
+                // Every part is receipted only once the whole text is shown.
+                let ack = Ack { parts: done.parts.map(|p| p.map(|p| (p.id, p.secret))) };
+                let (id, sent_at, text) = (done.id, done.sent_at, done.text);
+                self.show(now, rng, Received { id, from: opened.sender, contact, sent_at, text, ack });
             }
+        }
+    }
+
+    /// Hand a text to the user; remember it (never shown twice) and, with
+    /// automatic receipts, send its receipts.
+    fn show<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, r: Received) {
+        let (ack, sent_at) = (r.ack, r.sent_at);
+        if self.events.push_back(Event::Received(r)).is_err() {
+            return;
+        }
+        for (id, secret) in ack.parts.iter().flatten() {
+            self.remember(now, *secret, sent_at, self.auto_receipts);
+            if self.auto_receipts {
+                self.schedule_receipt(now, rng, *id, *secret);
+            }
+        }
+    }
+
+    /// Turn automatic receipts off (or on). With them off, the user of the
+    /// endpoint decides for each received text whether the sender learns it
+    /// was delivered: [`Endpoint::acknowledge`] sends the receipts; a text
+    /// never acknowledged (blocked, over a rate limit) gets none and its
+    /// sender sees it expire.
+    pub fn set_auto_receipts(&mut self, on: bool) {
+        self.auto_receipts = on;
+    }
+
+    /// Send the receipts of a received text (see
+    /// [`Endpoint::set_auto_receipts`]). Acknowledging twice is harmless.
+    pub fn acknowledge<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, ack: &Ack) {
+        for (id, secret) in ack.parts.iter().flatten() {
+            if let Some(entry) = self.replay.get_mut(secret) {
+                if entry.2 {
+                    continue;
+                }
+                entry.2 = true;
+            }
+            self.schedule_receipt(now, rng, *id, *secret);
         }
     }
 
@@ -760,17 +807,17 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         let _ = self.router.emit_receipt(now.saturating_add(Duration::from_millis(delay)), id, secret);
     }
 
-    fn remember(&mut self, now: Instant, secret: [u8; RECEIPT_SECRET_LEN], sent_at: u64) {
+    fn remember(&mut self, now: Instant, secret: [u8; RECEIPT_SECRET_LEN], sent_at: u64, receipted: bool) {
         if self.replay.is_full() {
             // Evict the oldest by sender time, and refuse anything at least
             // that old from now on: bounded memory never means "deliver twice".
-            if let Some((k, (_, at))) = self.replay.iter().min_by_key(|(_, (_, at))| *at).map(|(k, v)| (*k, *v)) {
+            if let Some((k, (_, at, _))) = self.replay.iter().min_by_key(|(_, (_, at, _))| *at).map(|(k, v)| (*k, *v)) {
                 self.replay.swap_remove(&k);
                 self.replay_floor = self.replay_floor.max(at);
             }
         }
         let until = now.saturating_add(Duration::from_secs(u64::from(MAX_LIFETIME_SECS)));
-        let _ = self.replay.insert(secret, (until, sent_at));
+        let _ = self.replay.insert(secret, (until, sent_at, receipted));
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1145,7 +1145,16 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             l.sync_cursor = None;
             l.summary_cursor = None;
             l.summary_seq = 0;
+            // Whatever we believed this peer had may be gone with its old
+            // self (a restart keeps no store): its summary will tell.
+            let bit = !(1u32 << (li & 31));
+            for m in self.small.meta.iter_mut().chain(self.large.meta.iter_mut()).flatten() {
+                m.peer_has &= bit;
+            }
         }
+        let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else {
+            return Err(FrameError::UnknownLink);
+        };
         if h.echo != l.nonce || fresh_peer {
             // The peer has not heard us yet, or has a nonce we have not
             // echoed: answer (within the amplification limit, a hello for a

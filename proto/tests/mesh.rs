@@ -744,3 +744,52 @@ fn saved_tag_counters_survive_a_restart() {
     assert_eq!(net.received(b).last().map(|m| m.2.as_str()), Some("after the restart"));
     assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
 }
+
+#[test]
+fn peer_restart_on_the_same_link_gets_what_was_sent_while_it_was_down() {
+    let mut net = Net::new(15);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    net.connect(a, b);
+    let id = net.send(a, b, "first");
+    net.run_for(secs(5));
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+    net.wires.get_mut(&key(a, b)).unwrap().up = false;
+    let id = net.send(a, b, "while you were away");
+    net.run_for(secs(2));
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Sent));
+    net.wires.get_mut(&key(a, b)).unwrap().up = true;
+    net.restart(b);
+    net.run_for(secs(10));
+    assert_eq!(net.received(b).last().map(|m| m.2.as_str()), Some("while you were away"));
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+}
+
+#[test]
+fn unacknowledged_texts_get_no_receipt() {
+    let mut net = Net::new(16);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    net.ep(b).set_auto_receipts(false);
+    net.ep(a).set_lifetime_secs(60);
+    net.connect(a, b);
+    let shown = net.send(a, b, "acknowledge me");
+    let refused = net.send(a, b, "not this one");
+    net.run_for(secs(3));
+    let acks: Vec<_> = net.events[b]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Received(r) => Some((r.text.as_str().to_owned(), r.ack)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.len(), 2);
+    let now = net.now;
+    let ack = acks.iter().find(|(t, _)| t == "acknowledge me").unwrap().1;
+    let Node::End(e) = &mut net.nodes[b] else { unreachable!() };
+    e.acknowledge(now, &mut net.rng, &ack);
+    net.run_for(secs(120));
+    assert_eq!(net.states(a, shown).last(), Some(&DeliveryState::Delivered));
+    assert_eq!(net.states(a, refused).last(), Some(&DeliveryState::Expired));
+    assert_eq!(net.received(b).len(), 2, "each shown once");
+}
