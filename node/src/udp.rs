@@ -86,6 +86,10 @@ impl Udp {
             s.set_only_v6(false)?;
         }
         s.set_nonblocking(true)?;
+        // Room for bursts (the kernel caps this at net.core.rmem_max); a
+        // datagram dropped here is sent again by the next summary round.
+        let _ = s.set_recv_buffer_size(4 << 20);
+        let _ = s.set_send_buffer_size(4 << 20);
         s.bind(&addr.into())?;
         Ok(s)
     }

@@ -66,8 +66,11 @@ pub struct Config {
     pub hello_retry: Duration,
     /// Hello retries after the first hello of a link-up.
     pub hello_retries: u8,
-    /// Summary frames sent and accepted per link-up.
+    /// Summary frames sent and accepted per round.
     pub max_summary_frames: u8,
+    /// How often a validated point-to-point link repeats the summary
+    /// exchange, so that what a lossy link dropped is sent again.
+    pub resync: Duration,
     /// Store slots of each class kept for this node's own messages.
     pub own_quota: usize,
     /// Link-ups accepted per second (bounds hellos to new addresses).
@@ -83,6 +86,7 @@ impl Config {
         hello_retry: Duration::from_millis(1_000),
         hello_retries: 3,
         max_summary_frames: 16,
+        resync: Duration::from_millis(15_000),
         own_quota: 16,
         link_ups_per_sec: 64,
     };
@@ -366,6 +370,10 @@ struct Link<const Q: usize> {
     summary_cursor: Option<usize>,
     summary_seq: u8,
     summaries_in: u8,
+    /// When the peer's current summary round began.
+    round_at: Instant,
+    /// When this side sends its next summary round.
+    next_resync: Instant,
     /// After the peer's last summary: walk the store and push what it lacks.
     sync_cursor: Option<usize>,
     queue: Deque<Item, Q>,
@@ -645,6 +653,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             summary_cursor: None,
             summary_seq: 0,
             summaries_in: 0,
+            round_at: Instant::ZERO,
+            next_resync: Instant::FAR_FUTURE,
             sync_cursor: None,
             queue: Deque::new(),
             held: [0; 2],
@@ -778,7 +788,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             Frame::Message(m) => self.handle_message(now, li, m),
             Frame::Receipt(r) => self.handle_receipt(now, Some(li), r).map(Outcome::Receipt),
             Frame::Hello(h) => self.handle_hello(now, li, h),
-            Frame::Summary(s) => self.handle_summary(li, s),
+            Frame::Summary(s) => self.handle_summary(now, li, s),
             Frame::Segment(_) => Err(FrameError::Unexpected),
         }
     }
@@ -794,10 +804,20 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         if let Some(seen) = self.seen.get(&id) {
             // Already known: nothing new can come of it, so the id is not
             // even hashed (junk that borrows a live id is dropped here too).
-            if let SeenState::Held(slot) = seen.state
-                && let Some(meta) = self.meta_mut(slot)
-            {
-                meta.peer_has |= bit;
+            match seen.state {
+                SeenState::Held(slot) => {
+                    if let Some(meta) = self.meta_mut(slot) {
+                        meta.peer_has |= bit;
+                    }
+                }
+                // The sender does not know it was delivered: tell it (one
+                // 33-byte receipt for a 240+ byte frame: no amplification).
+                SeenState::Delivered { .. } => {
+                    if let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) {
+                        let _ = l.queue.push_back(Item::Receipt(id));
+                    }
+                }
+                SeenState::Gone => {}
             }
             self.stats.duplicates = self.stats.duplicates.saturating_add(1);
             return Ok(Outcome::Duplicate(id));
@@ -1129,6 +1149,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     }
 
     fn handle_hello<'a>(&mut self, now: Instant, li: usize, h: HelloRepr) -> Result<Outcome<'a>, FrameError> {
+        let resync = self.config.resync;
         let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else {
             return Err(FrameError::UnknownLink);
         };
@@ -1165,6 +1186,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         if h.echo == l.nonce && !l.validated {
             l.validated = true;
             l.hello_due = None;
+            l.next_resync = now.saturating_add(resync);
         }
         if l.validated && fresh_peer || (l.validated && l.summary_cursor.is_none() && l.summary_seq == 0) {
             l.summary_cursor = Some(0);
@@ -1173,12 +1195,34 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         Ok(Outcome::Control)
     }
 
-    fn handle_summary<'a>(&mut self, li: usize, s: SummaryRepr<'_>) -> Result<Outcome<'a>, FrameError> {
+    fn handle_summary<'a>(&mut self, now: Instant, li: usize, s: SummaryRepr<'_>) -> Result<Outcome<'a>, FrameError> {
         let max = self.config.max_summary_frames;
+        let min_round = Duration::from_millis(self.config.resync.as_millis() / 2);
         let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else {
             return Err(FrameError::UnknownLink);
         };
-        if !l.validated || l.peer_nonce.is_none() || l.caps.broadcast || l.summaries_in >= max {
+        if !l.validated || l.peer_nonce.is_none() || l.caps.broadcast {
+            return Err(FrameError::Unexpected);
+        }
+        if s.seq == 0 {
+            // A new round from the peer. At most one per half resync
+            // interval: each costs us a walk of the store.
+            if l.summaries_in > 0 && now.saturating_since(l.round_at) < min_round {
+                return Err(FrameError::Unexpected);
+            }
+            l.summaries_in = 0;
+            l.round_at = now;
+            l.sync_cursor = None;
+            // Forget what we believed the peer has; its summary says.
+            let bit = !(1u32 << (li & 31));
+            for m in self.small.meta.iter_mut().chain(self.large.meta.iter_mut()).flatten() {
+                m.peer_has &= bit;
+            }
+        }
+        let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else {
+            return Err(FrameError::UnknownLink);
+        };
+        if l.summaries_in >= max || s.seq != l.summaries_in {
             return Err(FrameError::Unexpected);
         }
         l.summaries_in = l.summaries_in.saturating_add(1);
@@ -1278,6 +1322,17 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             self.next_sweep = now.saturating_add(SWEEP);
         }
         self.reassembly.expire(now);
+        // Periodic summary rounds on validated point-to-point links.
+        let resync = self.config.resync;
+        for l in self.links.iter_mut().flatten() {
+            if l.validated && !l.caps.broadcast && l.next_resync <= now {
+                if l.summary_cursor.is_none() {
+                    l.summary_cursor = Some(0);
+                    l.summary_seq = 0;
+                }
+                l.next_resync = now.saturating_add(resync);
+            }
+        }
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -1337,6 +1392,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         for l in self.links.iter().flatten() {
             if let Some(t) = l.hello_due {
                 consider(t);
+            }
+            if l.validated && !l.caps.broadcast {
+                consider(l.next_resync);
             }
         }
         if let Some(t) = self.reassembly.next_deadline() {

@@ -26,6 +26,8 @@ struct Wire {
     up: bool,
     caps: LinkCaps,
     latency: Duration,
+    /// Frames lost, per thousand.
+    loss: u32,
 }
 
 /// A frame in flight.
@@ -123,7 +125,7 @@ impl Net {
     }
 
     fn connect_with(&mut self, a: usize, b: usize, caps: LinkCaps) {
-        self.wires.insert(key(a, b), Wire { up: true, caps, latency: Duration::from_millis(5) });
+        self.wires.insert(key(a, b), Wire { up: true, caps, latency: Duration::from_millis(5), loss: 0 });
         let now = self.now;
         for (x, y) in [(a, b), (b, a)] {
             let link = LinkId(y as u32);
@@ -138,7 +140,7 @@ impl Net {
     /// Bring the link up at `x` only (the other side learns of it later,
     /// as a daemon does when the first datagram from a new address comes).
     fn half_connect(&mut self, x: usize, y: usize) {
-        self.wires.insert(key(x, y), Wire { up: true, caps: UDP, latency: Duration::from_millis(5) });
+        self.wires.insert(key(x, y), Wire { up: true, caps: UDP, latency: Duration::from_millis(5), loss: 0 });
         let now = self.now;
         let link = LinkId(y as u32);
         let ok = match &mut self.nodes[x] {
@@ -203,6 +205,9 @@ impl Net {
                 let peer = t.link.0 as usize;
                 let Some(w) = self.wires.get(&key(n, peer)).filter(|w| w.up) else { continue };
                 assert!(t.len <= usize::from(w.caps.mtu), "frame above MTU");
+                if w.loss > 0 && rand::RngExt::random_range(&mut self.rng, 0..1000) < w.loss {
+                    continue;
+                }
                 let bytes = buf[..t.len].to_vec();
                 if matches!(wire::classify(&bytes), Ok(Kind::Contact | Kind::FirstContact)) {
                     self.captured.push(bytes.clone());
@@ -792,4 +797,28 @@ fn unacknowledged_texts_get_no_receipt() {
     assert_eq!(net.states(a, shown).last(), Some(&DeliveryState::Delivered));
     assert_eq!(net.states(a, refused).last(), Some(&DeliveryState::Expired));
     assert_eq!(net.received(b).len(), 2, "each shown once");
+}
+
+#[test]
+fn a_lossy_link_loses_nothing_in_the_end() {
+    let mut net = Net::new(17);
+    let a = net.endpoint();
+    let r = net.relay(Config::DEFAULT);
+    let b = net.endpoint();
+    net.connect(a, r);
+    net.connect(r, b);
+    net.run_for(secs(2));
+    for w in net.wires.values_mut() {
+        w.loss = 300; // 30% of frames vanish, in both directions
+    }
+    let ids: Vec<MessageId> = (0..10).map(|i| net.send(a, b, &format!("lossy {i}"))).collect();
+    net.run_for(secs(240));
+    let mut got: Vec<String> = net.received(b).into_iter().map(|m| m.2).collect();
+    got.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("lossy {i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "every message once, after resync rounds");
+    for id in ids {
+        assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+    }
 }
