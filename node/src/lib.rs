@@ -11,6 +11,7 @@ pub mod chat;
 pub mod cli;
 pub mod demo;
 pub mod identity;
+pub mod link;
 pub mod mdns;
 pub mod node;
 pub mod rpc;

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
 use crate::book::Book;
+use crate::link::{Datagrams, Link};
 use crate::mdns::{Discovery, DiscoveryEvent};
 use crate::udp::Udp;
 
@@ -159,27 +160,6 @@ struct State {
     strangers: HashMap<PeerKey, (TokioInstant, u32)>,
     /// Ids of messages sent, to say which are still undelivered.
     pending: HashMap<MessageId, DeliveryState>,
-}
-
-/// Frames waiting to be sent: one byte arena and their ranges.
-#[derive(Debug, Default)]
-struct Outbox {
-    bytes: Vec<u8>,
-    frames: Vec<(SocketAddr, std::ops::Range<usize>)>,
-}
-
-impl Outbox {
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.frames.clear();
-    }
-
-    async fn send(&mut self, udp: &Udp, scratch: &mut Vec<u8>) {
-        if !self.frames.is_empty() {
-            udp.send_all(&self.bytes, &self.frames, scratch).await;
-        }
-        self.clear();
-    }
 }
 
 fn unix_now() -> u64 {
@@ -345,7 +325,7 @@ impl State {
 
     /// Drain `poll_transmit` into `out` (one arena, no allocation per
     /// frame once warm) and send it in batches.
-    async fn flush(&mut self, udp: &Udp, scratch: &mut Vec<u8>, out: &mut Outbox) {
+    async fn flush<L: Link>(&mut self, link: &L, scratch: &mut Vec<u8>, out: &mut Datagrams) {
         let now = self.now();
         out.clear();
         loop {
@@ -364,11 +344,15 @@ impl State {
                 Some(addr) => out.frames.push((*addr, start..start + t.len)),
                 None => out.bytes.truncate(start),
             }
-            if out.frames.len() >= 256 {
-                out.send(udp, scratch).await;
+            if out.len() >= 256 {
+                link.send(out, scratch).await;
+                out.clear();
             }
         }
-        out.send(udp, scratch).await;
+        if !out.is_empty() {
+            link.send(out, scratch).await;
+            out.clear();
+        }
         self.drain_events();
     }
 
@@ -593,10 +577,22 @@ impl State {
 pub fn spawn(
     mode: Mode,
     options: Options,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<(Handle, SocketAddr, tokio::task::JoinHandle<()>)> {
     let udp = Udp::bind(options.listen)?;
-    let local = udp.local_addr();
+    let mdns = options.mdns;
+    Ok(spawn_on(udp, mode, options, mdns, shutdown))
+}
+
+/// Start a node on any [`Link`] (UDP, or an in-memory network in tests).
+pub fn spawn_on<L: Link>(
+    link: L,
+    mode: Mode,
+    options: Options,
+    mdns: bool,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> (Handle, SocketAddr, tokio::task::JoinHandle<()>) {
+    let local = link.local_addr();
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
     let (notes, _) = broadcast::channel(1024);
     let handle = Handle { requests: req_tx, notes: notes.clone() };
@@ -632,18 +628,19 @@ pub fn spawn(
             }
         }
     }
-    let discovery = if options.mdns { Discovery::start(local.port()) } else { Discovery::disabled() };
+    let discovery = if mdns { Discovery::start(local.port()) } else { Discovery::disabled() };
     let task = tokio::spawn(async move {
         let mut discovery = discovery;
-        let mut bufs = udp.recv_bufs();
+        let mut bufs = link.bufs();
         let mut scratch = Vec::new();
-        let mut out = Outbox::default();
+        let mut out = Datagrams::default();
+        let mut inbox = Datagrams::default();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for addr in state.statics.clone() {
             state.link_up(addr, Origin::Static);
         }
-        state.flush(&udp, &mut scratch, &mut out).await;
+        state.flush(&link, &mut scratch, &mut out).await;
         loop {
             let wake = state.poll_timeout().map(|t| state.to_tokio(t));
             let sleep = async {
@@ -653,7 +650,14 @@ pub fn spawn(
                 }
             };
             tokio::select! {
-                () = udp.recv(&mut bufs, |from, bytes| state.handle_datagram(from, bytes)) => {}
+                () = link.recv(&mut bufs, &mut inbox) => {
+                    for i in 0..inbox.len() {
+                        if let Some((from, bytes)) = inbox.get(i) {
+                            state.handle_datagram(from, bytes);
+                        }
+                    }
+                    inbox.clear();
+                }
                 () = sleep => state.handle_timeout(),
                 req = req_rx.recv() => match req {
                     Some(req) => {
@@ -678,12 +682,12 @@ pub fn spawn(
                 _ = tick.tick() => state.maintain(),
                 _ = shutdown.changed() => break,
             }
-            state.flush(&udp, &mut scratch, &mut out).await;
+            state.flush(&link, &mut scratch, &mut out).await;
         }
         state.save_states();
         discovery.stop();
     });
-    Ok((handle, local, task))
+    (handle, local, task)
 }
 
 /// Whether the node still has sent messages not yet delivered (for the chat

@@ -1,0 +1,165 @@
+//! The link layer behind one small trait, so that the node runs the same
+//! over UDP and over an in-memory network (for fast daemon tests). Serial
+//! and BLE links will sit behind it too.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+/// Datagrams in one byte arena, each with its peer.
+#[derive(Debug, Default)]
+pub struct Datagrams {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) frames: Vec<(SocketAddr, Range<usize>)>,
+}
+
+impl Datagrams {
+    /// Forget everything (keeping the memory).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.frames.clear();
+    }
+
+    /// Add one datagram.
+    pub fn push(&mut self, peer: SocketAddr, bytes: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        self.frames.push((peer, start..self.bytes.len()));
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Datagram `i`.
+    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        let (peer, r) = self.frames.get(i)?;
+        Some((*peer, self.bytes.get(r.clone())?))
+    }
+}
+
+/// A datagram link: one local address, datagrams to and from peers named
+/// by address. Errors are the link's business (counted, never fatal).
+pub trait Link: Send + Sync + 'static {
+    /// Receive buffers the link wants to keep between calls.
+    type Bufs: Send;
+    /// The local address peers reach us at.
+    fn local_addr(&self) -> SocketAddr;
+    /// Fresh receive buffers.
+    fn bufs(&self) -> Self::Bufs;
+    /// Wait for at least one datagram and append what came to `inbox`.
+    fn recv<'a>(&'a self, bufs: &'a mut Self::Bufs, inbox: &'a mut Datagrams) -> impl Future<Output = ()> + Send + 'a;
+    /// Send `out` (batched where the link can).
+    fn send<'a>(&'a self, out: &'a Datagrams, scratch: &'a mut Vec<u8>) -> impl Future<Output = ()> + Send + 'a;
+}
+
+impl Link for crate::udp::Udp {
+    type Bufs = crate::udp::RecvBufs;
+    fn local_addr(&self) -> SocketAddr {
+        crate::udp::Udp::local_addr(self)
+    }
+    fn bufs(&self) -> Self::Bufs {
+        self.recv_bufs()
+    }
+    fn recv<'a>(&'a self, bufs: &'a mut Self::Bufs, inbox: &'a mut Datagrams) -> impl Future<Output = ()> + Send + 'a {
+        crate::udp::Udp::recv(self, bufs, move |from, bytes| inbox.push(from, bytes))
+    }
+    fn send<'a>(&'a self, out: &'a Datagrams, scratch: &'a mut Vec<u8>) -> impl Future<Output = ()> + Send + 'a {
+        self.send_all(&out.bytes, &out.frames, scratch)
+    }
+}
+
+type Wire = mpsc::Sender<(SocketAddr, Vec<u8>)>;
+
+/// An in-memory network: links made from it reach each other by address.
+/// Like UDP it is lossy when a receiver falls behind (its queue is bounded).
+#[derive(Debug, Default)]
+pub struct MemNet {
+    peers: Mutex<HashMap<SocketAddr, Wire>>,
+    next: AtomicU16,
+}
+
+/// One endpoint of a [`MemNet`].
+#[derive(Debug)]
+pub struct MemLink {
+    addr: SocketAddr,
+    net: Arc<MemNet>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
+}
+
+impl MemNet {
+    /// A new, empty network.
+    pub fn new() -> Arc<Self> {
+        Arc::new(MemNet::default())
+    }
+
+    /// A new link with its own address.
+    pub fn link(self: &Arc<Self>) -> MemLink {
+        let port = self.next.fetch_add(1, Ordering::Relaxed).wrapping_add(1000);
+        let addr = SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), port);
+        let (tx, rx) = mpsc::channel(4096);
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.insert(addr, tx);
+        }
+        MemLink { addr, net: Arc::clone(self), rx: tokio::sync::Mutex::new(rx) }
+    }
+}
+
+impl Drop for MemLink {
+    fn drop(&mut self) {
+        if let Ok(mut peers) = self.net.peers.lock() {
+            peers.remove(&self.addr);
+        }
+    }
+}
+
+impl Link for MemLink {
+    type Bufs = ();
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn bufs(&self) {}
+    async fn recv(&self, _: &mut (), inbox: &mut Datagrams) {
+        let mut rx = self.rx.lock().await;
+        match rx.recv().await {
+            Some((from, bytes)) => inbox.push(from, &bytes),
+            None => std::future::pending::<()>().await,
+        }
+        while inbox.len() < 64 {
+            match rx.try_recv() {
+                Ok((from, bytes)) => inbox.push(from, &bytes),
+                Err(_) => break,
+            }
+        }
+    }
+    fn send<'a>(&'a self, out: &'a Datagrams, _: &'a mut Vec<u8>) -> impl Future<Output = ()> + Send + 'a {
+        let wires: Vec<(Option<Wire>, Vec<u8>)> = {
+            let peers = self.net.peers.lock().ok();
+            (0..out.len())
+                .filter_map(|i| out.get(i))
+                .map(|(to, b)| (peers.as_ref().and_then(|p| p.get(&to).cloned()), b.to_vec()))
+                .collect()
+        };
+        let from = self.addr;
+        async move {
+            for (wire, bytes) in wires {
+                // A full queue or an unknown address drops the datagram,
+                // as UDP would.
+                if let Some(w) = wire {
+                    let _ = w.try_send((from, bytes));
+                }
+            }
+        }
+    }
+}
