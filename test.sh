@@ -120,7 +120,11 @@ fi
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     # Benchmarks are compiled by clippy above and run by `cargo bench`, not here.
-    run cargo nextest run --workspace --lib --bins --tests
+    # The summary line is kept for the closing "N passed, N failed" line.
+    tests_log="$(mktemp)"
+    run cargo nextest run --workspace --lib --bins --tests 2>&1 | tee "$tests_log"
+    tests_summary="$(grep -E '^ *Summary .* tests run:' "$tests_log" | tail -n 1 || true)"
+    rm -f "$tests_log"
 else
     skip "cargo-nextest is not installed"
     echo "    falling back to cargo test"
@@ -166,4 +170,11 @@ if ((${#skipped[@]})); then
     printf '    SKIP %s\n' "${skipped[@]}"
 else
     echo "test.sh: all steps passed"
+fi
+# One plain closing line for whoever reads only the end of the log.
+if [[ -n "${tests_summary:-}" ]]; then
+    passed=$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$tests_summary")
+    failed=$(grep -oE '[0-9]+ failed' <<<"$tests_summary" | grep -oE '[0-9]+' || echo 0)
+    skipped_n=$(grep -oE '[0-9]+ skipped' <<<"$tests_summary" | grep -oE '[0-9]+' || echo 0)
+    printf 'tests: %s passed, %s failed, %s skipped\n' "$passed" "${failed:-0}" "${skipped_n:-0}"
 fi

@@ -31,6 +31,13 @@ pub type HostEndpoint = Endpoint<Box<HostRouter>, 1024, 8192, 256, 16384>;
 /// Caps of a UDP peer: a datagram below the IPv6 minimum MTU, large frames.
 pub const UDP_CAPS: LinkCaps = LinkCaps { mtu: 1232, broadcast: false, max_class: SizeClass::Large };
 
+/// The router's limits on a host: a LAN peer may send far more than a radio
+/// neighbour (50,000 frames/s costs a relay about 5% of a core), and a
+/// person may have up to 256 messages waiting for delivery, as many as the
+/// endpoint tracks.
+pub const ROUTER_CONFIG: Config =
+    Config { link_rate: 50_000, link_burst: 50_000, own_quota: 256, ..Config::DEFAULT };
+
 /// Links learned from an unknown address are dropped after this long
 /// without a datagram.
 const IDLE: StdDuration = StdDuration::from_secs(120);
@@ -599,12 +606,12 @@ pub fn spawn_on<L: Link>(
     let rng: rand::rngs::StdRng = rand::make_rng();
     let (core, book) = match mode {
         Mode::Endpoint { identity, book } => {
-            let router = Box::new(HostRouter::new(Config::DEFAULT));
+            let router = Box::new(HostRouter::new(ROUTER_CONFIG));
             let mut ep = Box::new(HostEndpoint::new(identity, router));
             ep.set_auto_receipts(false);
             (Core::Endpoint(ep), Some(book))
         }
-        Mode::Relay => (Core::Relay(Box::new(HostRouter::new(Config::DEFAULT))), None),
+        Mode::Relay => (Core::Relay(Box::new(HostRouter::new(ROUTER_CONFIG))), None),
     };
     let mut state = State {
         core,
