@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 type DemoRouter = Router<256, 64, 1024, 8, 128, 4>;
-type DemoEndpoint = Endpoint<Box<DemoRouter>, 16, 128, 16, 256>;
+type DemoEndpoint = Endpoint<Box<DemoRouter>, 16, 256, 16, 256>;
 
 enum Node {
     Person(&'static str, Box<DemoEndpoint>),

@@ -24,19 +24,18 @@ use crate::link::{Datagrams, Link};
 use crate::mdns::{Discovery, DiscoveryEvent};
 use crate::udp::Udp;
 
-/// The endpoint size the daemon uses: 1024 contacts (8192 tags), 256
+/// The endpoint size the daemon uses: 1024 contacts (16384 tags), 1024
 /// messages awaiting delivery, 16384 remembered receipt secrets.
-pub type HostEndpoint = Endpoint<Box<HostRouter>, 1024, 8192, 256, 16384>;
+pub type HostEndpoint = Endpoint<Box<HostRouter>, 1024, 16384, 1024, 16384>;
 
 /// Caps of a UDP peer: a datagram below the IPv6 minimum MTU, large frames.
 pub const UDP_CAPS: LinkCaps = LinkCaps { mtu: 1232, broadcast: false, max_class: SizeClass::Large };
 
 /// The router's limits on a host: a LAN peer may send far more than a radio
 /// neighbour (50,000 frames/s costs a relay about 5% of a core), and a
-/// person may have up to 256 messages waiting for delivery, as many as the
+/// person may have up to 1024 messages waiting for delivery, as many as the
 /// endpoint tracks.
-pub const ROUTER_CONFIG: Config =
-    Config { link_rate: 50_000, link_burst: 50_000, own_quota: 256, ..Config::DEFAULT };
+pub const ROUTER_CONFIG: Config = Config { link_rate: 50_000, link_burst: 50_000, own_quota: 1024, ..Config::DEFAULT };
 
 /// Links learned from an unknown address are dropped after this long
 /// without a datagram.
@@ -609,6 +608,10 @@ pub fn spawn_on<L: Link>(
             let router = Box::new(HostRouter::new(ROUTER_CONFIG));
             let mut ep = Box::new(HostEndpoint::new(identity, router));
             ep.set_auto_receipts(false);
+            // All of a LAN's traffic may come through one relay link: allow
+            // 5,000 first-contact trials per second there (about a quarter
+            // of a core at worst).
+            ep.set_first_contact_rate(5_000);
             (Core::Endpoint(ep), Some(book))
         }
         Mode::Relay => (Core::Relay(Box::new(HostRouter::new(ROUTER_CONFIG))), None),

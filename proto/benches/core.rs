@@ -272,8 +272,8 @@ fn lookup<const N: usize>(map: &TagMap<N>, bytes: &[u8]) -> Option<(u16, u32)> {
 
 fn bench_not_for_me(c: &mut Criterion) {
     let mut r = rng(4);
-    let map10 = tagged_setup::<10, 128>(&mut r);
-    let map1000 = tagged_setup::<1000, 8192>(&mut r);
+    let map10 = tagged_setup::<10, 256>(&mut r);
+    let map1000 = tagged_setup::<1000, 16384>(&mut r);
     // Many distinct foreign frames, so the lookups do not all hit the same
     // bucket (a relay sees unrelated tags one after another).
     let foreign: Vec<[u8; 240]> = (0..256).map(|_| random_frame(&mut r, Kind::Contact, 8)).collect();

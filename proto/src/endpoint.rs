@@ -27,13 +27,15 @@ pub const MAX_TEXT: usize = 4096;
 /// The most sealed frames one text is split into.
 pub const MAX_PARTS: usize = 4;
 /// One-time tags the recipient keeps per contact.
-pub const TAG_WINDOW: u32 = 8;
+pub const TAG_WINDOW: u32 = 16;
 /// First-contact trial decryptions per second per link (one X25519 each).
 pub const FIRST_CONTACT_RATE: u32 = 200;
 /// Receipts go out after a random delay in this range (milliseconds).
-pub const RECEIPT_DELAY_MS: (u64, u64) = (200, 2_000);
-const PENDING_TRIALS: usize = 64;
-const TRIAL_INTERVAL: Duration = Duration::from_millis(1000 / FIRST_CONTACT_RATE as u64);
+pub const RECEIPT_DELAY_MS: (u64, u64) = (50, 500);
+const PENDING_TRIALS: usize = 512;
+/// Receipts waiting for their random delay. When full, the oldest goes out
+/// at once (less delay under load, never a lost receipt).
+const PENDING_RECEIPTS: usize = 1024;
 const PARTIALS: usize = 4;
 const EVENTS: usize = 16;
 const TRIAL_LINKS: usize = 16;
@@ -141,7 +143,7 @@ pub trait Carrier {
     /// See [`Router::submit`].
     fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError>;
     /// See [`Router::emit_receipt`].
-    fn emit_receipt(&mut self, at: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool;
+    fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool;
     /// See [`Router::poll_transmit`].
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
     /// See [`Router::poll_event`].
@@ -170,8 +172,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError> {
         Router::submit(self, now, frame)
     }
-    fn emit_receipt(&mut self, at: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
-        Router::emit_receipt(self, at, id, secret)
+    fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
+        Router::emit_receipt(self, now, id, secret)
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         Router::poll_transmit(self, now, buf)
@@ -204,8 +206,8 @@ impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
     fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError> {
         (**self).submit(now, frame)
     }
-    fn emit_receipt(&mut self, at: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
-        (**self).emit_receipt(at, id, secret)
+    fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
+        (**self).emit_receipt(now, id, secret)
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         (**self).poll_transmit(now, buf)
@@ -328,6 +330,8 @@ pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: u
     /// replays (raised when the replay table overflows).
     replay_floor: u64,
     trials: Deque<(LinkId, MessageId), PENDING_TRIALS>,
+    receipts: Vec<(Instant, MessageId, [u8; RECEIPT_SECRET_LEN]), PENDING_RECEIPTS>,
+    trial_rate: u32,
     trial_buckets: Vec<(LinkId, u32, Instant), TRIAL_LINKS>,
     partials: Vec<Partial, PARTIALS>,
     events: Deque<Event, EVENTS>,
@@ -366,6 +370,8 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             auto_receipts: true,
             replay_floor: 0,
             trials: Deque::new(),
+            receipts: Vec::new(),
+            trial_rate: FIRST_CONTACT_RATE,
             trial_buckets: Vec::new(),
             partials: Vec::new(),
             events: Deque::new(),
@@ -377,6 +383,13 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// This endpoint's identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Set the first-contact trial decryptions allowed per second per link
+    /// (default [`FIRST_CONTACT_RATE`], sized for a radio neighbour; a LAN
+    /// host can afford more: each costs one X25519).
+    pub fn set_first_contact_rate(&mut self, per_sec: u32) {
+        self.trial_rate = per_sec.max(1);
     }
 
     /// Set the lifetime new messages get (capped at 7 days).
@@ -547,6 +560,15 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// Run timers: the router's, and first-contact trials that waited for
     /// their link's rate limit.
     pub fn handle_timeout<G: CryptoRng>(&mut self, now: Instant, rng: &mut G) {
+        let mut i = 0;
+        while let Some(&(at, id, secret)) = self.receipts.get(i) {
+            if at <= now {
+                self.receipts.swap_remove(i);
+                let _ = self.router.emit_receipt(now, id, secret);
+            } else {
+                i = i.saturating_add(1);
+            }
+        }
         self.router.handle_timeout(now);
         self.drain_router_events();
         let mut budget = self.trials.len();
@@ -585,12 +607,18 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
 
     /// When to call [`Endpoint::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let r = self.router.poll_timeout();
+        let router = self.router.poll_timeout();
+        let receipt = self.receipts.iter().map(|r| r.0).min();
+        let r = match (router, receipt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if self.trials.is_empty() {
             r
         } else {
             // Trials wait for tokens: look again in a few milliseconds.
-            let soon = self.trial_buckets.iter().map(|(_, _, t)| t.saturating_add(TRIAL_INTERVAL)).min();
+            let interval = Duration::from_millis(1000u64.checked_div(u64::from(self.trial_rate)).unwrap_or(1).max(1));
+            let soon = self.trial_buckets.iter().map(|(_, _, t)| t.saturating_add(interval)).min();
             match (r, soon) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -618,14 +646,15 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 if self.trial_buckets.is_full() {
                     self.trial_buckets.swap_remove(0);
                 }
-                let _ = self.trial_buckets.push((link, FIRST_CONTACT_RATE, now));
+                let _ = self.trial_buckets.push((link, self.trial_rate, now));
                 self.trial_buckets.len().saturating_sub(1)
             }
         };
         let Some((_, tokens, at)) = self.trial_buckets.get_mut(i) else { return false };
-        let add = now.saturating_since(*at).as_millis().saturating_mul(u64::from(FIRST_CONTACT_RATE)) / 1000;
+        let rate = self.trial_rate;
+        let add = now.saturating_since(*at).as_millis().saturating_mul(u64::from(rate)) / 1000;
         if add > 0 {
-            *tokens = u32::try_from(u64::from(*tokens).saturating_add(add)).unwrap_or(u32::MAX).min(FIRST_CONTACT_RATE);
+            *tokens = u32::try_from(u64::from(*tokens).saturating_add(add)).unwrap_or(u32::MAX).min(rate);
             *at = now;
         }
         if *tokens == 0 {
@@ -804,7 +833,13 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     ) {
         let spread = RECEIPT_DELAY_MS.1.saturating_sub(RECEIPT_DELAY_MS.0);
         let delay = RECEIPT_DELAY_MS.0.saturating_add(rng.next_u64().checked_rem(spread).unwrap_or(0));
-        let _ = self.router.emit_receipt(now.saturating_add(Duration::from_millis(delay)), id, secret);
+        if self.receipts.is_full() {
+            let oldest = self.receipts.iter().enumerate().min_by_key(|(_, r)| r.0).map(|(i, _)| i);
+            if let Some((_, id, secret)) = oldest.map(|i| self.receipts.swap_remove(i)) {
+                let _ = self.router.emit_receipt(now, id, secret);
+            }
+        }
+        let _ = self.receipts.push((now.saturating_add(Duration::from_millis(delay)), id, secret));
     }
 
     fn remember(&mut self, now: Instant, secret: [u8; RECEIPT_SECRET_LEN], sent_at: u64, receipted: bool) {

@@ -402,7 +402,6 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     events: Deque<Event, 32>,
     seq: u32,
     rr: usize,
-    pending_receipts: Vec<(Instant, MessageId, [u8; RECEIPT_SECRET_LEN]), 32>,
     next_sweep: Instant,
     link_ups: (Instant, u32),
     stats: Stats,
@@ -462,7 +461,6 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             events: Deque::new(),
             seq: 0,
             rr: 0,
-            pending_receipts: Vec::new(),
             next_sweep: Instant::ZERO,
             link_ups: (Instant::ZERO, 0),
             stats: Stats {
@@ -1291,13 +1289,15 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
     }
 
-    /// Schedule the receipt for a message this node opened, to go out at
-    /// `at` (the endpoint adds a short random delay, so the first node to
-    /// send a receipt is not obviously the recipient). The receipt then
-    /// acts as if it had arrived: the local copy is dropped and the receipt
-    /// is sent on every link.
-    pub fn emit_receipt(&mut self, at: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
-        self.pending_receipts.push((at, id, secret)).is_ok()
+    /// Issue the receipt for a message this node opened (the endpoint
+    /// calls this after a short random delay, so the first node to send a
+    /// receipt is not obviously the recipient). The receipt acts as if it
+    /// had arrived: the local copy is dropped and the receipt is sent on
+    /// every link. Returns whether the id was known (it is, unless the seen
+    /// table forgot it).
+    pub fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
+        let r = ReceiptRepr { hops: crate::wire::MAX_HOPS_DEFAULT, lifetime_secs: 0, id, secret };
+        self.handle_receipt(now, None, r).is_ok()
     }
 
     // ----- timers --------------------------------------------------------
@@ -1305,18 +1305,6 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// Run timers: due receipts, hello retries, expiry of stored messages,
     /// seen entries and partial frames.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Receipts that are due.
-        let mut i = 0;
-        while let Some(&(at, id, secret)) = self.pending_receipts.get(i) {
-            if at <= now {
-                self.pending_receipts.swap_remove(i);
-                let hops = crate::wire::MAX_HOPS_DEFAULT;
-                let r = ReceiptRepr { hops, lifetime_secs: 0, id, secret };
-                let _ = self.handle_receipt(now, None, r);
-            } else {
-                i = i.saturating_add(1);
-            }
-        }
         if now >= self.next_sweep {
             self.sweep(now);
             self.next_sweep = now.saturating_add(SWEEP);
@@ -1385,9 +1373,6 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if self.held() > 0 || !self.seen.is_empty() {
             consider(self.next_sweep);
-        }
-        for &(at, _, _) in &self.pending_receipts {
-            consider(at);
         }
         for l in self.links.iter().flatten() {
             if let Some(t) = l.hello_due {

@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 type TestRouter = Router<64, 16, 256, 8, 64, 4>;
-type Ep = Endpoint<Box<TestRouter>, 16, 128, 16, 256>;
+type Ep = Endpoint<Box<TestRouter>, 16, 256, 16, 256>;
 
 enum Node {
     End(Box<Ep>),

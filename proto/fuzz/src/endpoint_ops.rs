@@ -16,7 +16,7 @@ use ferry_proto::time::{Duration, Instant};
 use ferry_proto::wire::{MAX_FRAME_LEN, MessageId, SizeClass};
 
 type Rt = Router<8, 4, 32, 4, 8, 2>;
-type Ep = Endpoint<Rt, 4, 32, 4, 16>;
+type Ep = Endpoint<Rt, 4, 64, 4, 16>;
 
 const MAX_OPS: usize = 200;
 const MAX_TRANSMITS: usize = 10_000;

@@ -438,8 +438,9 @@ impl Harness {
             Op::EmitReceipt { pick, delay_ms, forge } => {
                 let Some(k) = self.known.get(usize::from(pick) % self.known.len().max(1)) else { return };
                 let secret = if forge { [0xee; RECEIPT_SECRET_LEN] } else { f_or(k.secret) };
-                let at = self.now.saturating_add(Duration::from_millis(u64::from(delay_ms)));
-                let _ = self.router.emit_receipt(at, k.id, secret);
+                // Receipts are issued at once; the delay lives in the endpoint.
+                let _ = delay_ms;
+                let _ = self.router.emit_receipt(self.now, k.id, secret);
             }
             Op::PollAll => self.poll_all(),
         }
