@@ -237,12 +237,12 @@ impl State {
         }
     }
 
-    fn validated(&self, link: LinkId) -> bool {
-        let links: Vec<_> = match &self.core {
-            Core::Endpoint(e) => e.router.links().collect(),
-            Core::Relay(r) => r.links().collect(),
-        };
-        links.iter().any(|&(l, _, v)| l == link && v)
+    /// The links whose peer has answered (address validated).
+    fn validated_links(&self) -> std::collections::HashSet<LinkId> {
+        match &self.core {
+            Core::Endpoint(e) => e.router.links().filter(|l| l.2).map(|l| l.0).collect(),
+            Core::Relay(r) => r.links().filter(|l| l.2).map(|l| l.0).collect(),
+        }
     }
 
     fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
@@ -276,12 +276,13 @@ impl State {
     /// backoff up to 30 s; learned links idle for two minutes go down.
     fn maintain(&mut self) {
         let t = TokioInstant::now();
+        let valid = self.validated_links();
         let mut restart = Vec::new();
         let mut drop = Vec::new();
         for (addr, p) in &self.peers {
             match p.origin {
                 Origin::Static | Origin::Mdns => {
-                    if t >= p.retry_at && !self.validated(p.link) {
+                    if t >= p.retry_at && !valid.contains(&p.link) {
                         restart.push((*addr, p.origin, p.backoff));
                     }
                 }
@@ -455,6 +456,7 @@ impl State {
 
     fn peers_json(&self) -> Value {
         let t = TokioInstant::now();
+        let valid = self.validated_links();
         let mut list: Vec<Value> = self
             .peers
             .values()
@@ -463,7 +465,7 @@ impl State {
                     "kind": "udp",
                     "found_by": match p.origin { Origin::Static => "static", Origin::Mdns => "mdns", Origin::Learned => "incoming" },
                     "age_secs": t.duration_since(p.up_since).as_secs(),
-                    "validated": self.validated(p.link),
+                    "validated": valid.contains(&p.link),
                 })
             })
             .collect();
