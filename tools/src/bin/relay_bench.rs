@@ -28,6 +28,9 @@
 //! relay). The unloaded latency comes from a separate run (fresh processes)
 //! that sends one message at a time and waits for it at B before the next.
 //!
+//! `FERRY_BENCH_VERBOSE=1` also prints A's and B's full `stats` at the end
+//! of each loaded run (stderr).
+//!
 //! The harness stops by itself: every wait has a timeout, a run in which B
 //! receives nothing for 10 s is aborted and reported, and the child processes
 //! are stopped when the harness ends, panics or is killed (A and B stop at the
@@ -430,11 +433,13 @@ fn start_relay(ferry: &Path, logs: &Path) -> Result<(Proc, String), String> {
 struct Counters {
     bytes_out: u64,
     frames_out: u64,
+    receipts_valid: u64,
 }
 
 impl Counters {
     fn of(v: &Value) -> Self {
-        Counters { bytes_out: v["bytes_out"].as_u64().unwrap_or(0), frames_out: v["frames_out"].as_u64().unwrap_or(0) }
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        Counters { bytes_out: n("bytes_out"), frames_out: n("frames_out"), receipts_valid: n("receipts_valid") }
     }
 }
 
@@ -807,6 +812,14 @@ impl Topology {
         let relay_hwm_kb = status_kb(r_pid, "VmHWM").unwrap_or(0);
         let drops1 = udp_rcvbuf_errors();
         let after = (self.counters(Who::A)?, self.counters(Who::B)?);
+        if std::env::var_os("FERRY_BENCH_VERBOSE").is_some() {
+            // The full counters, for digging (stderr).
+            for who in [Who::A, Who::B] {
+                if let Ok(v) = self.call(who, "stats", json!({})) {
+                    eprintln!("  run {run}: {who:?} stats at the end: {v}");
+                }
+            }
+        }
         let missed = missed_notes(&self.logs.join("a.log")) + missed_notes(&self.logs.join("b.log"));
         let ticks = |i: usize| match (cpu0[i], cpu1[i]) {
             (Some(a), Some(b)) => b.saturating_sub(a),
@@ -828,6 +841,7 @@ impl Topology {
             lo_bytes: lo0.zip(lo1).map(|(a, b)| b.saturating_sub(a)),
             udp_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
             a_pending,
+            a_receipts: after.0.receipts_valid.saturating_sub(before.0.receipts_valid),
             receipts_back,
             missed,
             latencies,
@@ -1176,6 +1190,8 @@ struct Load {
     udp_drops: Option<u64>,
     /// A's `pending` (sent, not yet delivered) when it stopped moving.
     a_pending: Option<u64>,
+    /// Receipts A's router took as valid during the run (its `stats`).
+    a_receipts: u64,
     /// When A's `pending` reached 0, after the last message reached B.
     receipts_back: Option<Duration>,
     /// Notifications A's and B's JSON-RPC dropped for a slow reader (their
@@ -1454,11 +1470,24 @@ fn main() -> ExitCode {
                             write!(note, "; every receipt back at A {:.1} s after the last message", t.as_secs_f64());
                     }
                     if let Some(p) = l.a_pending.filter(|&p| p > 0) {
-                        let _ = write!(
-                            note,
-                            "; RECEIPTS LOST: A still waits for {p} receipts, {} s after its `pending` last moved",
-                            RECEIPT_WAIT.as_secs()
-                        );
+                        if l.a_receipts >= l.n {
+                            let _ = write!(
+                                note,
+                                "; DELIVERY NOT REPORTED: A's router took {} valid receipts (every message), yet A's \
+                                 `pending` still counts {p}, {} s after it last moved",
+                                l.a_receipts,
+                                RECEIPT_WAIT.as_secs()
+                            );
+                        } else {
+                            let _ = write!(
+                                note,
+                                "; RECEIPTS LOST: A's router took {} valid receipts for {} messages; `pending` still \
+                                 counts {p}, {} s after it last moved",
+                                l.a_receipts,
+                                l.n,
+                                RECEIPT_WAIT.as_secs()
+                            );
+                        }
                     }
                     if l.missed > 0 {
                         let _ = write!(note, "; A's and B's JSON-RPC dropped {} notifications (slow reader)", l.missed);
