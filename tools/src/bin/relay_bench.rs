@@ -23,13 +23,22 @@
 //!
 //! Measured per run: N / (first send → last `received` at B); the relay's CPU
 //! time (utime + stime from /proc/PID/stat) from just before the first send
-//! until every receipt is back at A; the relay's VmHWM at the end; bytes put on
-//! the wire by A and B (their `stats.bytes_out`, all of which goes to the
-//! relay). The unloaded latency comes from a separate run (fresh processes)
-//! that sends one message at a time and waits for it at B before the next.
+//! until A's `pending` reaches 0 (every receipt back; A's `delivered`
+//! notifications are not counted on, its JSON-RPC drops them for a slow
+//! reader); the relay's VmHWM at the end; bytes put on the wire by A and B
+//! (their `stats.bytes_out`, all of which goes to the relay). A's `pending`
+//! that stops short of 0 is reported, told apart by A's `stats.receipts_valid`
+//! into receipts lost on the way and deliveries A never reported. The
+//! unloaded latency comes from a separate run (fresh processes) that sends one
+//! message at a time and waits for it at B before the next.
 //!
-//! `FERRY_BENCH_VERBOSE=1` also prints A's and B's full `stats` at the end
-//! of each loaded run (stderr).
+//! The binary is copied once at the start and the copy is what runs, so a
+//! rebuild of the shared target directory during the bench cannot mix two
+//! builds in one table; the report names it (build time, size, hash).
+//!
+//! `--raw` adds runs of the relay alone (see [`raw`]); `--raw-only` runs just
+//! those, a quick loop for work on the relay. `FERRY_BENCH_VERBOSE=1` also
+//! prints A's and B's full `stats` at the end of each loaded run (stderr).
 //!
 //! The harness stops by itself: every wait has a timeout, a run in which B
 //! receives nothing for 10 s is aborted and reported, and the child processes
@@ -92,8 +101,10 @@ usage: ferry-relay-bench [options]
                         (valid ids and commitments) and answers each with its receipt
   --raw-only            only the runs of the relay alone (no endpoints, no latency run)
   --raw-messages N      frames per raw run (default: --messages)
-  --raw-rate F          pace of the raw runs, frames per second (default 4000; the relay
-                        accepts 5000 frames/s per link)
+  --raw-rate F          pace of the raw runs, frames per second (default 4000)
+  --keep-logs           keep the children's logs (and the copy of ferry) even when all went well
+
+environment: FERRY_BIN (the binary, if no --ferry), FERRY_BENCH_VERBOSE=1 (full stats on stderr)
 ";
 
 #[derive(Debug)]
@@ -105,6 +116,7 @@ struct Args {
     ferry: PathBuf,
     raw: bool,
     raw_only: bool,
+    keep_logs: bool,
     raw_rate: f64,
     raw_messages: Option<u64>,
 }
@@ -138,6 +150,7 @@ fn parse_args() -> Result<Args, String> {
         ferry: PathBuf::new(),
         raw: false,
         raw_only: false,
+        keep_logs: false,
         raw_rate: 4_000.0,
         raw_messages: None,
     };
@@ -152,6 +165,7 @@ fn parse_args() -> Result<Args, String> {
             "--latency-messages" => args.latency_messages = num("--latency-messages", &value("--latency-messages")?)?,
             "--ferry" => ferry = Some(PathBuf::from(value("--ferry")?)),
             "--raw" => args.raw = true,
+            "--keep-logs" => args.keep_logs = true,
             "--raw-only" => {
                 args.raw = true;
                 args.raw_only = true;
@@ -1620,7 +1634,7 @@ fn main() -> ExitCode {
         let _ = writeln!(
             w,
             "\nNotes: msg/s = N / (first `send` written → last `received` read at B). CPU = utime + stime from \
-         /proc/PID/stat, from just before the first send until the last receipt was back at A (median \
+         /proc/PID/stat, from just before the first send until A's `pending` last changed (reaching 0 once every receipt is back) (median \
          window {:.1} s). Peak RSS = VmHWM of the relay at the end of the run. Bytes = A's plus B's \
          `stats.bytes_out` delta over the run divided by N: every byte A and B send goes to the relay \
          (messages from A, receipts from B, hellos), so it is what the relay receives, frame bytes without \
@@ -1649,11 +1663,11 @@ fn main() -> ExitCode {
     print!("{out}");
 
     let all_ok = runs.iter().all(Result::is_ok) && raws.iter().all(Result::is_ok) && !matches!(unloaded, Some(Err(_)));
-    if all_ok {
+    if all_ok && !args.keep_logs {
         let _ = std::fs::remove_dir_all(&logs);
         ExitCode::SUCCESS
     } else {
         eprintln!("ferry-relay-bench: the children's logs are in {}", logs.display());
-        ExitCode::FAILURE
+        if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
     }
 }
