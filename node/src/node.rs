@@ -255,6 +255,9 @@ impl State {
             Core::Endpoint(e) => e.handle_frame(now, &mut self.rng, link, bytes),
             Core::Relay(r) => r.handle_frame(now, link, bytes).map(|_| ()),
         };
+        // Collect the endpoint's events after every datagram: its queue is
+        // small, and a receive batch can carry dozens of receipts.
+        self.drain_events();
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -1278,6 +1278,11 @@ fn rate_str(r: f64) -> String {
     if r >= 100.0 { thousands(r) } else { format!("{r:.1}") }
 }
 
+/// "12 % above" for a small miss, "3.4× above" for a large one (`ratio` ≥ 1).
+fn how_far(ratio: f64, side: &str) -> String {
+    if ratio < 1.5 { format!("{:.1} % {side}", (ratio - 1.0) * 100.0) } else { format!("{ratio:.1}× {side}") }
+}
+
 fn mib(kb: f64) -> String {
     format!("{:.1} MiB ({:.1} MB)", kb / 1024.0, kb * 1024.0 / 1e6)
 }
@@ -1602,14 +1607,14 @@ fn main() -> ExitCode {
             verdicts.push(if r >= 2000.0 {
                 format!("msg/s: met ({})", rate_str(r))
             } else {
-                format!("msg/s: missed, {} is {:.1}× below 2,000", rate_str(r), 2000.0 / r.max(1e-9))
+                format!("msg/s: missed, {} is {} 2,000", rate_str(r), how_far(2000.0 / r.max(1e-9), "below"))
             });
         }
         if let Some(c) = cpu {
             verdicts.push(if c <= 0.020 {
                 format!("relay CPU: met ({c:.3} s)")
             } else {
-                format!("relay CPU: missed, {c:.3} s is {:.1}× the 0.020 s target", c / 0.020)
+                format!("relay CPU: missed, {c:.3} s is {} the 0.020 s target", how_far(c / 0.020, "above"))
             });
         }
         if let Some(h) = hwm {
@@ -1617,7 +1622,7 @@ fn main() -> ExitCode {
             verdicts.push(if mb <= 10.0 {
                 format!("relay RSS: met ({mb:.1} MB)")
             } else {
-                format!("relay RSS: missed, {mb:.1} MB is {:.1}× the 10 MB target", mb / 10.0)
+                format!("relay RSS: missed, {mb:.1} MB is {} the 10 MB target", how_far(mb / 10.0, "above"))
             });
         }
         if let Some(p) = p50 {
@@ -1625,7 +1630,7 @@ fn main() -> ExitCode {
             verdicts.push(if p <= 1.0 {
                 format!("p50 latency: met ({p:.2} ms)")
             } else {
-                format!("p50 latency: missed, {p:.2} ms is {:.1}× the 1 ms target", p)
+                format!("p50 latency: missed, {p:.2} ms is {} the 1 ms target", how_far(p, "above"))
             });
         }
         for v in verdicts {
