@@ -16,6 +16,7 @@ use ferry_proto::envelope::{Identity, PeerKey};
 use ferry_proto::router::{Config, HostRouter, LinkCaps, LinkId};
 use ferry_proto::wire::{MAX_FRAME_LEN, MessageId, SizeClass};
 use serde_json::{Value, json};
+use static_cell::ConstStaticCell;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
@@ -42,6 +43,12 @@ pub const ROUTER_CONFIG: Config = Config { link_rate: 50_000, link_burst: 50_000
 const IDLE: StdDuration = StdDuration::from_secs(120);
 /// Maintenance tick: static peer retries, idle links, saving tag counters.
 const TICK: StdDuration = StdDuration::from_millis(500);
+/// Notifications kept for API clients that read slowly; one that falls
+/// further behind is told how many it missed.
+pub const NOTE_BACKLOG: usize = 16 * 1024;
+/// Requests handled before the node sends what they produced: under load,
+/// many sends leave in one batch.
+const REQUEST_BATCH: usize = 64;
 /// Received texts from one stranger shown per minute.
 const STRANGER_PER_MINUTE: u32 = 5;
 
@@ -115,12 +122,17 @@ pub struct Handle {
 impl Handle {
     /// Call a method.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        self.submit(method, params).await.await.unwrap_or_else(|_| Err(RpcError::app("the node has stopped")))
+    }
+
+    /// Hand a request to the node (waiting only for room in its queue) and
+    /// return where its answer will come: requests submitted one after the
+    /// other are handled in that order. A stopped node drops the sender.
+    pub async fn submit(&self, method: &str, params: Value) -> oneshot::Receiver<Result<Value, RpcError>> {
         let (reply, rx) = oneshot::channel();
         let req = Request { method: method.to_owned(), params, reply };
-        if self.requests.send(req).await.is_err() {
-            return Err(RpcError::app("the node has stopped"));
-        }
-        rx.await.unwrap_or_else(|_| Err(RpcError::app("the node has stopped")))
+        let _ = self.requests.send(req).await;
+        rx
     }
 
     /// Subscribe to notifications (JSON-RPC notification objects, one line
@@ -132,7 +144,7 @@ impl Handle {
 
 enum Core {
     Endpoint(Box<HostEndpoint>),
-    Relay(Box<HostRouter>),
+    Relay(RelayRouter),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -583,6 +595,60 @@ impl State {
     }
 }
 
+/// A person's core: router and endpoint. Out of line, so that its
+/// multi-megabyte stack frame is only ever touched by endpoints.
+#[inline(never)]
+fn endpoint_core(identity: Identity) -> Box<HostEndpoint> {
+    let router = Box::new(HostRouter::new(ROUTER_CONFIG));
+    let mut ep = Box::new(HostEndpoint::new(identity, router));
+    ep.set_auto_receipts(false);
+    // All of a LAN's traffic may come through one relay link: allow 5,000
+    // first-contact trials per second there (about a quarter of a core at
+    // worst).
+    ep.set_first_contact_rate(5_000);
+    ep
+}
+
+/// The first relay of the process lives in a static built at compile time
+/// (`Router::new` is `const`): it is never copied, so only the pages it
+/// actually uses become resident (a relay's RSS stays well under 10 MB).
+static RELAY: ConstStaticCell<HostRouter> = ConstStaticCell::new(HostRouter::new(ROUTER_CONFIG));
+
+/// A relay's router: the static one, or (a second relay in one process,
+/// as in tests) a copy on the heap.
+enum RelayRouter {
+    Static(&'static mut HostRouter),
+    Boxed(Box<HostRouter>),
+}
+
+impl std::ops::Deref for RelayRouter {
+    type Target = HostRouter;
+    fn deref(&self) -> &HostRouter {
+        match self {
+            RelayRouter::Static(r) => r,
+            RelayRouter::Boxed(r) => r,
+        }
+    }
+}
+
+impl std::ops::DerefMut for RelayRouter {
+    fn deref_mut(&mut self) -> &mut HostRouter {
+        match self {
+            RelayRouter::Static(r) => r,
+            RelayRouter::Boxed(r) => r,
+        }
+    }
+}
+
+#[inline(never)]
+fn relay_core() -> RelayRouter {
+    const FRESH: HostRouter = HostRouter::new(ROUTER_CONFIG);
+    match RELAY.try_take() {
+        Some(r) => RelayRouter::Static(r),
+        None => RelayRouter::Boxed(Box::new(FRESH)),
+    }
+}
+
 /// Start a node; returns its handle and the task running it. The task ends
 /// when every [`Handle`] is dropped or `shutdown` fires.
 pub fn spawn(
@@ -605,21 +671,12 @@ pub fn spawn_on<L: Link>(
 ) -> (Handle, SocketAddr, tokio::task::JoinHandle<()>) {
     let local = link.local_addr();
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
-    let (notes, _) = broadcast::channel(1024);
+    let (notes, _) = broadcast::channel(NOTE_BACKLOG);
     let handle = Handle { requests: req_tx, notes: notes.clone() };
     let rng: rand::rngs::StdRng = rand::make_rng();
     let (core, book) = match mode {
-        Mode::Endpoint { identity, book } => {
-            let router = Box::new(HostRouter::new(ROUTER_CONFIG));
-            let mut ep = Box::new(HostEndpoint::new(identity, router));
-            ep.set_auto_receipts(false);
-            // All of a LAN's traffic may come through one relay link: allow
-            // 5,000 first-contact trials per second there (about a quarter
-            // of a core at worst).
-            ep.set_first_contact_rate(5_000);
-            (Core::Endpoint(ep), Some(book))
-        }
-        Mode::Relay => (Core::Relay(Box::new(HostRouter::new(ROUTER_CONFIG))), None),
+        Mode::Endpoint { identity, book } => (Core::Endpoint(endpoint_core(identity)), Some(book)),
+        Mode::Relay => (Core::Relay(relay_core()), None),
     };
     let mut state = State {
         core,
@@ -678,6 +735,12 @@ pub fn spawn_on<L: Link>(
                     Some(req) => {
                         let result = state.handle_request(&req.method, &req.params);
                         let _ = req.reply.send(result);
+                        // Whatever else is queued already goes in the same batch.
+                        for _ in 1..REQUEST_BATCH {
+                            let Ok(req) = req_rx.try_recv() else { break };
+                            let result = state.handle_request(&req.method, &req.params);
+                            let _ = req.reply.send(result);
+                        }
                     }
                     None => break,
                 },

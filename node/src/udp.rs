@@ -115,11 +115,19 @@ impl Udp {
                 continue;
             }
             let mut iovs: Vec<IoSliceMut<'_>> = bufs.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-            let res = self
-                .sock
-                .try_io(Interest::READABLE, || self.state.recv((&self.sock).into(), &mut iovs, &mut bufs.metas));
-            match res {
-                Ok(n) => {
+            // A batch shorter than BATCH drained the socket: report
+            // WouldBlock to tokio so that it clears readiness now, instead
+            // of one more recvmmsg that finds nothing. (tokio only clears
+            // it if no new readiness event came in the meantime, so no
+            // wake-up is lost.)
+            let mut got = None;
+            let res = self.sock.try_io(Interest::READABLE, || {
+                let n = self.state.recv((&self.sock).into(), &mut iovs, &mut bufs.metas)?;
+                got = Some(n);
+                if n < BATCH { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(n) }
+            });
+            match (res, got) {
+                (_, Some(n)) => {
                     for (meta, buf) in bufs.metas.iter().zip(bufs.bufs.iter()).take(n) {
                         let from = plain(meta.addr);
                         let stride = meta.stride.max(1);
@@ -129,8 +137,8 @@ impl Udp {
                     }
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(_) => {
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                _ => {
                     self.errors.recv.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

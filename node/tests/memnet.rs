@@ -95,3 +95,62 @@ fn through_a_relay_over_memory_with_blocking() {
         });
     });
 }
+
+/// 1,000 sends written in one go to `rpc::serve` over a 256-byte pipe read
+/// slowly: every answer comes back in request order, and every `status`
+/// notification arrives (none lost, no `lagged`), while A delivers to B.
+#[test]
+fn pipelined_requests_answered_in_order_and_no_notification_lost() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    big_stack(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let net = MemNet::new();
+            let (la, lb) = (net.link(), net.link());
+            let b_addr = lb.local_addr();
+            let (_stop, stop_rx) = watch::channel(false);
+            let (a, _, _) = spawn_on(la, person(), opts(vec![b_addr]), false, stop_rx.clone());
+            let (b, _, _) = spawn_on(lb, person(), opts(vec![]), false, stop_rx.clone());
+            let code_b = code(&b).await;
+            a.call("contacts.add", json!({"name": "bob", "code": code_b})).await.unwrap();
+
+            let (client, server) = tokio::io::duplex(256);
+            let (server_r, server_w) = tokio::io::split(server);
+            tokio::spawn(ferry_node::rpc::serve(BufReader::new(server_r), server_w, a.clone()));
+            let (client_r, mut client_w) = tokio::io::split(client);
+            const N: u64 = 1000;
+            let writer = tokio::spawn(async move {
+                let mut all = String::new();
+                for i in 1..=N {
+                    let req = json!({"jsonrpc": "2.0", "id": i, "method": "send", "params": {"to": "bob", "text": format!("m{i}")}});
+                    all.push_str(&req.to_string());
+                    all.push('\n');
+                }
+                client_w.write_all(all.as_bytes()).await.unwrap();
+                client_w
+            });
+            let mut lines = BufReader::new(client_r).lines();
+            let (mut next_id, mut queued, mut sent_ids) = (1u64, 0u64, std::collections::HashSet::new());
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while next_id <= N || queued < N {
+                // A slow reader: the pipe fills and the node keeps going.
+                if next_id % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let line = tokio::time::timeout_at(deadline, lines.next_line()).await.expect("in time").unwrap().unwrap();
+                let v: Value = serde_json::from_str(&line).unwrap();
+                assert_ne!(v["method"], "lagged", "no notification may be lost: {v}");
+                if let Some(id) = v.get("id") {
+                    assert_eq!(id, &json!(next_id), "answers in request order");
+                    assert!(v["result"]["id"].is_string(), "{v}");
+                    assert!(sent_ids.insert(v["result"]["id"].as_str().unwrap().to_owned()));
+                    next_id += 1;
+                } else if v["method"] == "status" && v["params"]["state"] == "queued" {
+                    queued += 1;
+                }
+            }
+            assert_eq!(sent_ids.len() as u64, N);
+            let _w = writer.await.unwrap();
+        });
+    });
+}

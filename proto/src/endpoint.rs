@@ -32,6 +32,10 @@ pub const TAG_WINDOW: u32 = 16;
 pub const FIRST_CONTACT_RATE: u32 = 200;
 /// Receipts go out after a random delay in this range (milliseconds).
 pub const RECEIPT_DELAY_MS: (u64, u64) = (50, 500);
+/// Receipts leave on a grid of this many milliseconds (the random delay is
+/// rounded up to it): under load they go out together, in one batch, and
+/// their timing tells an observer even less.
+pub const RECEIPT_GRID_MS: u64 = 25;
 const PENDING_TRIALS: usize = 512;
 /// Receipts waiting for their random delay. When full, the oldest goes out
 /// at once (less delay under load, never a lost receipt).
@@ -831,15 +835,18 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         id: MessageId,
         secret: [u8; RECEIPT_SECRET_LEN],
     ) {
-        let spread = RECEIPT_DELAY_MS.1.saturating_sub(RECEIPT_DELAY_MS.0);
+        // Uniform in [min, max - grid), then rounded up to the grid: always
+        // within [min, max].
+        let spread = RECEIPT_DELAY_MS.1.saturating_sub(RECEIPT_DELAY_MS.0).saturating_sub(RECEIPT_GRID_MS);
         let delay = RECEIPT_DELAY_MS.0.saturating_add(rng.next_u64().checked_rem(spread).unwrap_or(0));
+        let due = now.millis().saturating_add(delay).div_ceil(RECEIPT_GRID_MS).saturating_mul(RECEIPT_GRID_MS);
         if self.receipts.is_full() {
             let oldest = self.receipts.iter().enumerate().min_by_key(|(_, r)| r.0).map(|(i, _)| i);
             if let Some((_, id, secret)) = oldest.map(|i| self.receipts.swap_remove(i)) {
                 let _ = self.router.emit_receipt(now, id, secret);
             }
         }
-        let _ = self.receipts.push((now.saturating_add(Duration::from_millis(delay)), id, secret));
+        let _ = self.receipts.push((Instant::from_millis(due), id, secret));
     }
 
     fn remember(&mut self, now: Instant, secret: [u8; RECEIPT_SECRET_LEN], sent_at: u64, receipted: bool) {

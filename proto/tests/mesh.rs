@@ -51,6 +51,8 @@ struct Net {
     sent: BTreeMap<(usize, usize), (u64, u64)>,
     /// Every message frame that crossed a wire (for replay tests).
     captured: Vec<Vec<u8>>,
+    /// When each receipt frame was sent, and by whom.
+    receipts_sent: Vec<(Instant, usize)>,
     unix: u64,
 }
 
@@ -72,6 +74,7 @@ impl Net {
             events: Vec::new(),
             sent: BTreeMap::new(),
             captured: Vec::new(),
+            receipts_sent: Vec::new(),
             unix: 1_800_000_000,
         }
     }
@@ -209,8 +212,10 @@ impl Net {
                     continue;
                 }
                 let bytes = buf[..t.len].to_vec();
-                if matches!(wire::classify(&bytes), Ok(Kind::Contact | Kind::FirstContact)) {
-                    self.captured.push(bytes.clone());
+                match wire::classify(&bytes) {
+                    Ok(Kind::Contact | Kind::FirstContact) => self.captured.push(bytes.clone()),
+                    Ok(Kind::Receipt) => self.receipts_sent.push((now, n)),
+                    _ => {}
                 }
                 let e = self.sent.entry((n, peer)).or_default();
                 e.0 += 1;
@@ -357,6 +362,38 @@ fn two_contacts_talk_both_ways_with_receipts() {
     // Delivered messages are gone from the routers.
     assert_eq!(net.router(a).held(), 0);
     assert_eq!(net.router(b).held(), 0);
+}
+
+#[test]
+fn receipts_wait_50_to_500_ms_and_leave_together_on_a_grid() {
+    let mut net = Net::new(7);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let (pa, pb) = (net.pk(a), net.pk(b));
+    let now = net.now;
+    net.ep(a).add_contact(now, pb).unwrap();
+    net.ep(b).add_contact(now, pa).unwrap();
+    net.connect(a, b);
+    let first = net.now;
+    // 16 messages (the test endpoint's outbox), 3 ms apart.
+    for i in 0..16 {
+        net.send(a, b, &format!("m{i}"));
+        net.run_for(Duration::from_millis(3));
+    }
+    let last = net.now;
+    net.run_for(secs(5));
+    assert_eq!(net.received(b).len(), 16);
+    let from_b: Vec<Instant> = net.receipts_sent.iter().filter(|r| r.1 == b).map(|r| r.0).collect();
+    assert_eq!(from_b.len(), 16, "one receipt per message");
+    for t in &from_b {
+        assert_eq!(t.millis() % ferry_proto::endpoint::RECEIPT_GRID_MS, 0, "on the grid");
+    }
+    // Wire latency is 5 ms each way: arrival is 5 ms after sending.
+    assert!(from_b.iter().min().unwrap().millis() >= first.millis() + 5 + 50);
+    assert!(from_b.iter().max().unwrap().millis() <= last.millis() + 5 + 500);
+    let mut distinct = from_b.clone();
+    distinct.dedup();
+    assert!(distinct.len() < from_b.len(), "receipts due in the same 25 ms leave together");
 }
 
 #[test]
