@@ -10,6 +10,7 @@
 //! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`], then arm a timer
 //! for [`Endpoint::poll_timeout`].
 
+use heapless::binary_heap::{BinaryHeap, Max};
 use heapless::index_map::FnvIndexMap;
 use heapless::{Deque, String, Vec};
 use rand_core::CryptoRng;
@@ -37,6 +38,8 @@ pub const RECEIPT_DELAY_MS: (u64, u64) = (50, 500);
 /// their timing tells an observer even less.
 pub const RECEIPT_GRID_MS: u64 = 25;
 const PENDING_TRIALS: usize = 512;
+/// Most replay entries evicted in one pass when the table is full.
+const REPLAY_EVICT: usize = 256;
 /// Receipts waiting for their random delay. When full, the oldest goes out
 /// at once (less delay under load, never a lost receipt).
 const PENDING_RECEIPTS: usize = 1024;
@@ -849,14 +852,31 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         let _ = self.receipts.push((Instant::from_millis(due), id, secret));
     }
 
+    /// The replay table is full: evict its oldest eighth by sender time (at
+    /// most [`REPLAY_EVICT`] entries, in one pass, so a full table costs
+    /// O(1) amortized per message), and refuse anything at least that old
+    /// from now on: bounded memory never means "deliver twice".
+    fn evict_replay(&mut self) {
+        let k = (REPLAY / 8).clamp(1, REPLAY_EVICT);
+        // A max-heap of the k oldest seen so far.
+        let mut oldest: BinaryHeap<(u64, [u8; RECEIPT_SECRET_LEN]), Max, REPLAY_EVICT> = BinaryHeap::new();
+        for (key, &(_, at, _)) in self.replay.iter() {
+            if oldest.len() < k {
+                let _ = oldest.push((at, *key));
+            } else if oldest.peek().is_some_and(|&(top, _)| at < top) {
+                let _ = oldest.pop();
+                let _ = oldest.push((at, *key));
+            }
+        }
+        for (at, key) in oldest.iter() {
+            self.replay.swap_remove(key);
+            self.replay_floor = self.replay_floor.max(*at);
+        }
+    }
+
     fn remember(&mut self, now: Instant, secret: [u8; RECEIPT_SECRET_LEN], sent_at: u64, receipted: bool) {
         if self.replay.is_full() {
-            // Evict the oldest by sender time, and refuse anything at least
-            // that old from now on: bounded memory never means "deliver twice".
-            if let Some((k, (_, at, _))) = self.replay.iter().min_by_key(|(_, (_, at, _))| *at).map(|(k, v)| (*k, *v)) {
-                self.replay.swap_remove(&k);
-                self.replay_floor = self.replay_floor.max(at);
-            }
+            self.evict_replay();
         }
         let until = now.saturating_add(Duration::from_secs(u64::from(MAX_LIFETIME_SECS)));
         let _ = self.replay.insert(secret, (until, sent_at, receipted));

@@ -340,7 +340,13 @@ impl<const N: usize, const LEN: usize> Pool<N, LEN> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Item {
     Message(MessageId),
-    Receipt(MessageId),
+    /// A receipt carries what it needs, so that it still goes out if its
+    /// tombstone is evicted (under a flood) before the link drains.
+    Receipt {
+        id: MessageId,
+        secret: [u8; RECEIPT_SECRET_LEN],
+        hops: u8,
+    },
 }
 
 #[derive(Debug)]
@@ -434,6 +440,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
 }
 
 const SWEEP: Duration = Duration::from_millis(1_000);
+/// A delivered message's tombstone lives at least this long (seconds).
+const TOMBSTONE_MIN_SECS: u64 = 60;
+/// Seen entries looked at, past the first evictable one, for one of the
+/// heaviest link's: eviction stays O(1) per frame whatever the table holds.
+const EVICT_SCAN: usize = 64;
 
 fn fp_sorted(summary: &SummaryRepr<'_>) -> Vec<[u8; FINGERPRINT_LEN], SUMMARY_MAX_FINGERPRINTS> {
     let mut v: Vec<[u8; FINGERPRINT_LEN], SUMMARY_MAX_FINGERPRINTS> =
@@ -810,9 +821,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 }
                 // The sender does not know it was delivered: tell it (one
                 // 33-byte receipt for a 240+ byte frame: no amplification).
-                SeenState::Delivered { .. } => {
+                SeenState::Delivered { secret, hops } => {
                     if let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) {
-                        let _ = l.queue.push_back(Item::Receipt(id));
+                        let _ = l.queue.push_back(Item::Receipt { id, secret, hops });
                     }
                 }
                 SeenState::Gone => {}
@@ -875,23 +886,29 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// Free one seen entry that is not holding a store slot: expired ones
     /// first, else one from the link that has the most (clock hand).
     fn evict_seen(&mut self) -> Result<(), FrameError> {
-        let heaviest = self.links.iter().flatten().max_by_key(|l| l.seen).map(|l| l.id);
+        // The link charged with the most entries, if any link is charged at
+        // all (when none is, the first evictable entry will do).
+        let heaviest = self.links.iter().flatten().filter(|l| l.seen > 0).max_by_key(|l| l.seen).map(|l| l.id);
         let len = self.seen.len();
-        let mut fallback = None;
+        let mut fallback: Option<(usize, usize)> = None;
         for step in 0..len {
+            if fallback.is_some_and(|(at, _)| step.saturating_sub(at) > EVICT_SCAN) {
+                break;
+            }
             let i = self.seen_hand.wrapping_add(step).checked_rem(len).unwrap_or(0);
             let Some((_, s)) = self.seen.get_index(i) else { continue };
             if matches!(s.state, SeenState::Held(_)) {
                 continue;
             }
-            if Some(s.origin) == heaviest.map(Origin::Link) {
+            if heaviest.is_none() || Some(s.origin) == heaviest.map(Origin::Link) {
                 self.seen_hand = i;
                 return self.remove_seen_at(i);
             }
             if fallback.is_none() {
-                fallback = Some(i);
+                fallback = Some((step, i));
             }
         }
+        let fallback = fallback.map(|(_, i)| i);
         match fallback {
             Some(i) => {
                 self.seen_hand = i;
@@ -1128,7 +1145,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         // Keep the tombstone until the message's lifetime would have ended
         // (at least long enough to pass the receipt on).
-        let expires = seen.expires.max(now.saturating_add(Duration::from_secs(60)));
+        let expires = seen.expires.max(now.saturating_add(Duration::from_secs(TOMBSTONE_MIN_SECS)));
         let hops = match li {
             Some(_) => r.hops.saturating_sub(1),
             None => r.hops,
@@ -1141,7 +1158,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             let _ = self.events.push_back(Event::Delivered(r.id));
         }
         if hops > 0 || li.is_none() {
-            self.enqueue_all(Item::Receipt(r.id), li, SizeClass::Small);
+            self.enqueue_all(Item::Receipt { id: r.id, secret: r.secret, hops }, li, SizeClass::Small);
         }
         Ok(r.id)
     }
@@ -1242,9 +1259,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             return Err(FrameError::UnknownLink);
         };
         for (id, seen) in self.seen.iter() {
-            if let SeenState::Delivered { .. } = seen.state
+            if let SeenState::Delivered { secret, hops } = seen.state
                 && fps.binary_search(&hash::fingerprint(&salt, &id.0)).is_ok()
-                && l.queue.push_back(Item::Receipt(*id)).is_err()
+                && l.queue.push_back(Item::Receipt { id: *id, secret, hops }).is_err()
             {
                 break;
             }
@@ -1579,10 +1596,15 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn build_item(&mut self, now: Instant, li: usize, item: Item) -> Option<usize> {
         let bit = 1u32 << (li & 31);
         match item {
-            Item::Receipt(id) => {
-                let seen = *self.seen.get(&id)?;
-                let SeenState::Delivered { secret, hops } = seen.state else { return None };
-                let remaining = seen.expires.saturating_since(now).as_secs_ceil();
+            Item::Receipt { id, secret, hops } => {
+                // Its tombstone gives the remaining lifetime; without one
+                // (evicted meanwhile) the receipt lives as long as the
+                // shortest tombstone would have.
+                let expires = match self.seen.get(&id) {
+                    Some(seen) => seen.expires,
+                    None => now.saturating_add(Duration::from_secs(TOMBSTONE_MIN_SECS)),
+                };
+                let remaining = expires.saturating_since(now).as_secs_ceil();
                 let lifetime_secs = u32::try_from(remaining).unwrap_or(MAX_LIFETIME_SECS).min(MAX_LIFETIME_SECS);
                 let r = ReceiptRepr { hops, lifetime_secs, id, secret };
                 let l = self.links.get_mut(li)?.as_mut()?;
