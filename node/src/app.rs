@@ -30,7 +30,7 @@ pub enum AppError {
 }
 
 fn options(cli: &Cli) -> Options {
-    Options { listen: cli.listen, peers: cli.peers.clone(), mdns: !cli.no_mdns }
+    Options { listen: cli.listen, peers: cli.peers.clone(), mdns: !cli.no_mdns, store_kib: cli.store_kib }
 }
 
 /// The identity and address book the flags ask for.

@@ -25,6 +25,10 @@ pub struct Cli {
     /// Neither advertise nor browse mDNS.
     #[arg(long, global = true)]
     pub no_mdns: bool,
+    /// Memory for held messages, in KiB (64 to 1680, the default): the
+    /// rest of the node's tables are fixed (see the README).
+    #[arg(long, global = true, value_name = "KIB", value_parser = clap::value_parser!(u32).range(64..=1680))]
+    pub store_kib: Option<u32>,
     /// The daemon's socket (for `daemon` and `chat`).
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,

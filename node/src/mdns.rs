@@ -22,10 +22,19 @@ pub const TXT_VERSION: (&str, &str) = ("v", "1");
 /// What discovery found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiscoveryEvent {
-    /// A peer advertised these addresses (try every one).
-    Discovered(Vec<SocketAddr>),
-    /// A peer went away; these were its addresses.
-    Expired(Vec<SocketAddr>),
+    /// The service instance `instance` advertises these addresses (all of
+    /// them the same node: try every one, keep one).
+    Discovered {
+        /// The instance's full name (random, changes every epoch).
+        instance: String,
+        /// Its usable addresses.
+        addrs: Vec<SocketAddr>,
+    },
+    /// The instance went away.
+    Expired {
+        /// The instance's full name.
+        instance: String,
+    },
 }
 
 /// A running (or disabled) discovery.
@@ -122,12 +131,13 @@ impl Discovery {
                                 if addrs.is_empty() || known.len() > 1024 {
                                     continue;
                                 }
-                                known.insert(info.get_fullname().to_owned(), addrs.clone());
-                                let _ = tx.try_send(DiscoveryEvent::Discovered(addrs));
+                                let instance = info.get_fullname().to_owned();
+                                known.insert(instance.clone(), addrs.clone());
+                                let _ = tx.try_send(DiscoveryEvent::Discovered { instance, addrs });
                             }
                             ServiceEvent::ServiceRemoved(_, fullname) => {
-                                if let Some(addrs) = known.remove(&fullname) {
-                                    let _ = tx.try_send(DiscoveryEvent::Expired(addrs));
+                                if known.remove(&fullname).is_some() {
+                                    let _ = tx.try_send(DiscoveryEvent::Expired { instance: fullname });
                                 }
                             }
                             _ => {}

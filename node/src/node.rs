@@ -49,6 +49,8 @@ pub const NOTE_BACKLOG: usize = 16 * 1024;
 /// Requests handled before the node sends what they produced: under load,
 /// many sends leave in one batch.
 const REQUEST_BATCH: usize = 64;
+/// mDNS instances tracked at most.
+const MDNS_INSTANCES: usize = 1024;
 /// Received texts from one stranger shown per minute.
 const STRANGER_PER_MINUTE: u32 = 5;
 
@@ -75,6 +77,18 @@ pub struct Options {
     pub peers: Vec<SocketAddr>,
     /// Advertise and browse mDNS.
     pub mdns: bool,
+    /// Memory for held messages in KiB (`None`: all the router has).
+    pub store_kib: Option<u32>,
+}
+
+/// The router configuration for a store budget of `kib` KiB, split between
+/// the size classes as in the full store (2/7 small, 5/7 large).
+pub fn router_config(kib: Option<u32>) -> Config {
+    let Some(kib) = kib else { return ROUTER_CONFIG };
+    let bytes = kib as usize * 1024;
+    let small = (bytes * 2 / 7 / SizeClass::Small.frame_len()).max(1);
+    let large = (bytes * 5 / 7 / SizeClass::Large.frame_len()).max(1);
+    Config { store_slots: (small, large), ..ROUTER_CONFIG }
 }
 
 /// A JSON-RPC error: code and message.
@@ -178,6 +192,8 @@ struct State {
     strangers: HashMap<PeerKey, (TokioInstant, u32)>,
     /// Ids of messages sent, to say which are still undelivered.
     pending: HashMap<MessageId, DeliveryState>,
+    /// mDNS instances and their addresses (one node each).
+    mdns: HashMap<String, Vec<SocketAddr>>,
 }
 
 fn unix_now() -> u64 {
@@ -287,6 +303,42 @@ impl State {
         }
     }
 
+    /// One link per node found by mDNS: while none of an instance's
+    /// addresses has answered, every one is tried; once one has, only the
+    /// best of those that answered is kept (IPv4 first, then the lowest
+    /// address: both ends pick the same pair, so the peer's datagrams come
+    /// from the address we keep). Links to addresses no instance advertises
+    /// any more go down.
+    fn reconcile_mdns(&mut self) {
+        let valid = self.validated_links();
+        let rank = |a: &SocketAddr| (a.is_ipv6(), *a);
+        let mut wanted: std::collections::HashSet<SocketAddr> = std::collections::HashSet::new();
+        for addrs in self.mdns.values() {
+            let best = addrs
+                .iter()
+                .filter(|a| self.peers.get(a).is_some_and(|p| valid.contains(&p.link)))
+                .min_by_key(|a| rank(a));
+            match best {
+                Some(a) => {
+                    wanted.insert(*a);
+                }
+                None => wanted.extend(addrs.iter().copied()),
+            }
+        }
+        let stale: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(a, p)| p.origin == Origin::Mdns && !wanted.contains(a))
+            .map(|(a, _)| *a)
+            .collect();
+        for a in stale {
+            self.link_down(a);
+        }
+        for a in wanted {
+            self.link_up(a, Origin::Mdns);
+        }
+    }
+
     /// Static peers that are not validated get their link restarted, with
     /// backoff up to 30 s; learned links idle for two minutes go down.
     fn maintain(&mut self) {
@@ -326,6 +378,7 @@ impl State {
                 self.link_up(addr, Origin::Static);
             }
         }
+        self.reconcile_mdns();
         self.save_states();
     }
 
@@ -674,10 +727,15 @@ pub fn spawn_on<L: Link>(
     let (notes, _) = broadcast::channel(NOTE_BACKLOG);
     let handle = Handle { requests: req_tx, notes: notes.clone() };
     let rng: rand::rngs::StdRng = rand::make_rng();
-    let (core, book) = match mode {
+    let (mut core, book) = match mode {
         Mode::Endpoint { identity, book } => (Core::Endpoint(endpoint_core(identity)), Some(book)),
         Mode::Relay => (Core::Relay(relay_core()), None),
     };
+    let config = router_config(options.store_kib);
+    match &mut core {
+        Core::Endpoint(e) => e.router.set_config(config),
+        Core::Relay(r) => r.set_config(config),
+    }
     let mut state = State {
         core,
         book,
@@ -691,6 +749,7 @@ pub fn spawn_on<L: Link>(
         notes,
         strangers: HashMap::new(),
         pending: HashMap::new(),
+        mdns: HashMap::new(),
     };
     // Named contacts with their saved tag counters.
     if let (Core::Endpoint(ep), Some(book)) = (&mut state.core, &state.book) {
@@ -744,19 +803,21 @@ pub fn spawn_on<L: Link>(
                     }
                     None => break,
                 },
-                ev = discovery.next() => match ev {
-                    Some(DiscoveryEvent::Discovered(addrs)) => {
-                        for a in addrs {
-                            if a != local { state.link_up(a, Origin::Mdns); }
+                ev = discovery.next() => {
+                    match ev {
+                        Some(DiscoveryEvent::Discovered { instance, mut addrs }) => {
+                            addrs.retain(|a| *a != local);
+                            if state.mdns.len() < MDNS_INSTANCES || state.mdns.contains_key(&instance) {
+                                state.mdns.insert(instance, addrs);
+                            }
                         }
-                    }
-                    Some(DiscoveryEvent::Expired(addrs)) => {
-                        for a in addrs {
-                            if state.peers.get(&a).is_some_and(|p| p.origin == Origin::Mdns) { state.link_down(a); }
+                        Some(DiscoveryEvent::Expired { instance }) => {
+                            state.mdns.remove(&instance);
                         }
+                        None => {}
                     }
-                    None => {}
-                },
+                    state.reconcile_mdns();
+                }
                 _ = tick.tick() => state.maintain(),
                 _ = shutdown.changed() => break,
             }
@@ -772,4 +833,22 @@ pub fn spawn_on<L: Link>(
 /// to warn on exit: the outbox is not kept across restarts).
 pub async fn pending(handle: &Handle) -> usize {
     handle.call("pending", Value::Null).await.ok().and_then(|v| v.as_u64()).unwrap_or(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_budget_maps_to_slots_within_it() {
+        assert_eq!(router_config(None), ROUTER_CONFIG);
+        // The largest budget is exactly the compiled store.
+        assert_eq!(router_config(Some(1680)).store_slots, (2048, 1024));
+        for kib in [64u32, 100, 512, 1000, 1680] {
+            let (s, l) = router_config(Some(kib)).store_slots;
+            let bytes = s * SizeClass::Small.frame_len() + l * SizeClass::Large.frame_len();
+            let budget = kib as usize * 1024;
+            assert!(bytes <= budget && bytes * 100 >= budget * 98, "{kib} KiB -> {s} + {l} slots = {bytes} B");
+        }
+    }
 }

@@ -75,6 +75,11 @@ pub struct Config {
     pub own_quota: usize,
     /// Link-ups accepted per second (bounds hellos to new addresses).
     pub link_ups_per_sec: u32,
+    /// Store slots used at most, small and large (capped at the type's `S`
+    /// and `L`): a memory budget below the compiled size. Slots are used
+    /// from the lowest index up, so a router in untouched memory (a
+    /// static) never touches the pages of the slots it may not use.
+    pub store_slots: (usize, usize),
 }
 
 impl Config {
@@ -89,6 +94,7 @@ impl Config {
         resync: Duration::from_millis(15_000),
         own_quota: 16,
         link_ups_per_sec: 64,
+        store_slots: (usize::MAX, usize::MAX),
     };
 }
 
@@ -246,6 +252,10 @@ enum SeenState {
     Held(Slot),
     /// Seen, no longer (or never) held.
     Gone,
+    /// Its copy was evicted to make room: offered again (by a neighbour's
+    /// store sync, at most once per round), it is taken again. Otherwise a
+    /// message pushed out by a flood could never come back on this path.
+    Evicted,
     /// A valid receipt passed: never store again, and pass the receipt on.
     Delivered { secret: [u8; RECEIPT_SECRET_LEN], hops: u8 },
 }
@@ -493,6 +503,13 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Replace the configuration (meant for start-up, before any frame: a
+    /// store already fuller than a new `store_slots` drains as its
+    /// messages go, rather than at once).
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
     }
 
     /// Counters.
@@ -810,6 +827,13 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     ) -> Result<Outcome<'a>, FrameError> {
         let id = m.id();
         let bit = 1u32 << (li & 31);
+        if let Some(seen) = self.seen.get(&id).copied()
+            && seen.state == SeenState::Evicted
+        {
+            // Taken again as if new (its id is checked below like any other).
+            self.uncharge_seen(seen.origin);
+            self.seen.swap_remove(&id);
+        }
         if let Some(seen) = self.seen.get(&id) {
             // Already known: nothing new can come of it, so the id is not
             // even hashed (junk that borrows a live id is dropped here too).
@@ -826,7 +850,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                         let _ = l.queue.push_back(Item::Receipt { id, secret, hops });
                     }
                 }
-                SeenState::Gone => {}
+                SeenState::Gone | SeenState::Evicted => {}
             }
             self.stats.duplicates = self.stats.duplicates.saturating_add(1);
             return Ok(Outcome::Duplicate(id));
@@ -935,13 +959,19 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
     }
 
+    /// Slots of `class` this router may use: the type's count, or less if
+    /// the configuration says so (at least one).
+    fn slots(&self, class: SizeClass) -> usize {
+        match class {
+            SizeClass::Small => S.min(self.config.store_slots.0.max(1)),
+            SizeClass::Large => L.min(self.config.store_slots.1.max(1)),
+        }
+    }
+
     /// Put a message in the store (SPEC §6.2) and point its seen entry at it.
     fn store(&mut self, class: SizeClass, mut meta: Meta, bytes: &[u8]) -> StoreOutcome {
         let own = meta.origin == Origin::Own;
-        let cap = match class {
-            SizeClass::Small => S,
-            SizeClass::Large => L,
-        };
+        let cap = self.slots(class);
         let metas: &[Option<Meta>] = match class {
             SizeClass::Small => &self.small.meta,
             SizeClass::Large => &self.large.meta,
@@ -976,6 +1006,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         };
         if let Some(id) = evicted {
             self.free_slot(Slot { class, index: index as u16 }, id);
+            if let Some(s) = self.seen.get_mut(&id)
+                && s.state == SeenState::Gone
+            {
+                s.state = SeenState::Evicted;
+            }
             self.stats.evictions = self.stats.evictions.saturating_add(1);
         }
         self.seq = self.seq.wrapping_add(1);

@@ -608,6 +608,28 @@ fn replays_past_a_full_replay_table_are_never_delivered_twice() {
     assert!(twice.is_empty(), "shown twice: {twice:?}");
 }
 
+/// A relay whose store is configured down to 3 small slots never holds
+/// more, and still carries all ten messages across as its slots free up.
+#[test]
+fn a_store_budget_below_the_compiled_size_is_respected() {
+    let mut net = Net::new(10);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let r = net.relay(Config { store_slots: (3, 1), ..Config::DEFAULT });
+    net.connect(a, r);
+    for i in 0..10 {
+        net.send(a, b, &format!("budget {i}"));
+        net.run_for(Duration::from_millis(200));
+        assert!(net.router(r).held() <= 3, "held {}", net.router(r).held());
+    }
+    net.connect(r, b);
+    for _ in 0..120 {
+        net.run_for(secs(1));
+        assert!(net.router(r).held() <= 3);
+    }
+    assert_eq!(net.received(b).len(), 10);
+}
+
 #[test]
 fn a_forged_receipt_erases_nothing() {
     let mut net = Net::new(9);

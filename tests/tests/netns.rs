@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_tests::{Node, Proc, eventually, ferry_bin, have, is_root, json, skip_unless};
+use ferry_tests::{Node, Proc, Value, eventually, ferry_bin, have, is_root, json, skip_unless};
 
 /// Discovery, then a message and its receipt.
 const DELIVERY: Duration = Duration::from_secs(15);
@@ -186,6 +186,11 @@ fn mdns_discovery_on_one_lan() {
     let (na, nb) = (t.host("a"), t.host("b"));
     t.plug(&na, "eth1", 1, 1);
     t.plug(&nb, "eth1", 1, 2);
+    // Each host has three addresses (two IPv4, one IPv6), all in its record.
+    for (ns, host) in [(&na, 1), (&nb, 2)] {
+        run(&["ip", "-n", ns, "addr", "add", &format!("10.77.1.{}/24", 100 + host), "dev", "eth1"]);
+        run(&["ip", "-n", ns, "addr", "add", &format!("fd77:1::{host}/64"), "dev", "eth1", "nodad"]);
+    }
     let mut a = t.rpc("A", &na, &[]);
     let mut b = t.rpc("B", &nb, &[]);
     let (code_a, code_b) = (a.code(), b.code());
@@ -199,11 +204,17 @@ fn mdns_discovery_on_one_lan() {
     let r = b.wait_received("found you by mDNS", DELIVERY);
     assert_eq!(r["code"], json!(code_a), "{r}");
     a.wait_delivered(&id, DELIVERY);
-    let peers = a.ok("peers", json!({}));
-    assert!(
-        peers.as_array().is_some_and(|l| l.iter().any(|p| p["found_by"] == "mdns" && p["validated"] == json!(true))),
-        "{peers}"
-    );
+    // Every address was tried; once one answered, each side keeps exactly
+    // one link to the other (no traffic twice over two addresses).
+    for n in [&mut a, &mut b] {
+        let one = eventually(DELIVERY, || {
+            let peers = n.ok("peers", json!({}));
+            let list = peers.as_array().cloned().unwrap_or_default();
+            let mdns: Vec<&Value> = list.iter().filter(|p| p["found_by"] == "mdns").collect();
+            mdns.len() == 1 && mdns[0]["validated"] == json!(true)
+        });
+        assert!(one, "not one validated mDNS link: {}", n.ok("peers", json!({})));
+    }
     a.assert_no_duplicates();
     b.assert_no_duplicates();
 }
