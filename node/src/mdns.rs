@@ -135,10 +135,8 @@ impl Discovery {
                                 known.insert(instance.clone(), addrs.clone());
                                 let _ = tx.try_send(DiscoveryEvent::Discovered { instance, addrs });
                             }
-                            ServiceEvent::ServiceRemoved(_, fullname) => {
-                                if known.remove(&fullname).is_some() {
-                                    let _ = tx.try_send(DiscoveryEvent::Expired { instance: fullname });
-                                }
+                            ServiceEvent::ServiceRemoved(_, fullname) if known.remove(&fullname).is_some() => {
+                                let _ = tx.try_send(DiscoveryEvent::Expired { instance: fullname });
                             }
                             _ => {}
                         }
