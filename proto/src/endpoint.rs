@@ -47,6 +47,19 @@ const PARTIALS: usize = 4;
 const EVENTS: usize = 16;
 const TRIAL_LINKS: usize = 16;
 
+/// What the replay table keeps of a shown text.
+#[derive(Clone, Copy, Debug)]
+struct ReplayEntry {
+    /// When it may be forgotten (its lifetime cannot outlast this).
+    until: Instant,
+    /// The sender's clock at sending.
+    sent_at: u64,
+    /// Its receipt was sent (a replay gets it again).
+    receipted: bool,
+    /// The sender was a contact.
+    contact: bool,
+}
+
 /// A text this endpoint received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
@@ -328,14 +341,15 @@ pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: u
     contacts: Vec<Contact, C>,
     tags: FnvIndexMap<[u8; TAG_LEN], (u16, u32), TAGS>,
     outbox: Vec<Outgoing, OUT>,
-    /// Receipt secrets of opened messages → when they may be forgotten.
-    /// Receipt secrets of shown texts → (forget after, sender time,
-    /// receipted).
-    replay: FnvIndexMap<[u8; RECEIPT_SECRET_LEN], (Instant, u64, bool), REPLAY>,
+    /// Receipt secrets of shown texts → when they may be forgotten, and
+    /// more.
+    replay: FnvIndexMap<[u8; RECEIPT_SECRET_LEN], ReplayEntry, REPLAY>,
     auto_receipts: bool,
     /// Messages whose `sent_at` is at or below this are refused as possible
-    /// replays (raised when the replay table overflows).
-    replay_floor: u64,
+    /// replays (raised when the replay table overflows), for strangers
+    /// (`[0]`) and contacts (`[1]`) apart: a flood of first-contact
+    /// messages can raise only the strangers' floor.
+    replay_floor: [u64; 2],
     trials: Deque<(LinkId, MessageId), PENDING_TRIALS>,
     receipts: Vec<(Instant, MessageId, [u8; RECEIPT_SECRET_LEN]), PENDING_RECEIPTS>,
     trial_rate: u32,
@@ -375,7 +389,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             outbox: Vec::new(),
             replay: FnvIndexMap::new(),
             auto_receipts: true,
-            replay_floor: 0,
+            replay_floor: [0; 2],
             trials: Deque::new(),
             receipts: Vec::new(),
             trial_rate: FIRST_CONTACT_RATE,
@@ -602,8 +616,8 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         self.partials.retain(|p| now.saturating_since(p.started) < max);
         // Replay entries past their time.
         let mut old: Vec<[u8; RECEIPT_SECRET_LEN], 32> = Vec::new();
-        for (k, (until, _, _)) in self.replay.iter() {
-            if *until <= now && old.push(*k).is_err() {
+        for (k, e) in self.replay.iter() {
+            if e.until <= now && old.push(*k).is_err() {
                 break;
             }
         }
@@ -752,13 +766,14 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         // erases the copies still travelling); anything refused otherwise
         // gets none, so its sender sees it expire rather than a false
         // "delivered".
-        if let Some(&(_, _, receipted)) = self.replay.get(&opened.secret) {
-            if receipted {
+        if let Some(e) = self.replay.get(&opened.secret) {
+            if e.receipted {
                 self.schedule_receipt(now, rng, id, opened.secret);
             }
             return;
         }
-        if sent_at <= self.replay_floor {
+        let floor = self.replay_floor.get(usize::from(self.is_contact(&opened.sender))).copied().unwrap_or(u64::MAX);
+        if sent_at <= floor {
             return;
         }
         if let Some(ci) = self.contacts.iter().position(|c| c.key == opened.sender)
@@ -796,12 +811,12 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// Hand a text to the user; remember it (never shown twice) and, with
     /// automatic receipts, send its receipts.
     fn show<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, r: Received) {
-        let (ack, sent_at) = (r.ack, r.sent_at);
+        let (ack, sent_at, contact) = (r.ack, r.sent_at, r.contact);
         if self.events.push_back(Event::Received(r)).is_err() {
             return;
         }
         for (id, secret) in ack.parts.iter().flatten() {
-            self.remember(now, *secret, sent_at, self.auto_receipts);
+            self.remember(now, *secret, sent_at, self.auto_receipts, contact);
             if self.auto_receipts {
                 self.schedule_receipt(now, rng, *id, *secret);
             }
@@ -822,10 +837,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     pub fn acknowledge<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, ack: &Ack) {
         for (id, secret) in ack.parts.iter().flatten() {
             if let Some(entry) = self.replay.get_mut(secret) {
-                if entry.2 {
+                if entry.receipted {
                     continue;
                 }
-                entry.2 = true;
+                entry.receipted = true;
             }
             self.schedule_receipt(now, rng, *id, *secret);
         }
@@ -855,31 +870,49 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// The replay table is full: evict its oldest eighth by sender time (at
     /// most [`REPLAY_EVICT`] entries, in one pass, so a full table costs
     /// O(1) amortized per message), and refuse anything at least that old
-    /// from now on: bounded memory never means "deliver twice".
+    /// from the same class of sender from now on: bounded memory never
+    /// means "deliver twice". While strangers hold half the table or more,
+    /// only strangers' entries are evicted: a flood of first-contact
+    /// messages (fresh keys, any `sent_at` they like) cannot push the
+    /// contacts' floor up.
     fn evict_replay(&mut self) {
         let k = (REPLAY / 8).clamp(1, REPLAY_EVICT);
+        let strangers = self.replay.values().filter(|e| !e.contact).count();
+        let strangers_only = strangers.saturating_mul(2) >= REPLAY;
         // A max-heap of the k oldest seen so far.
-        let mut oldest: BinaryHeap<(u64, [u8; RECEIPT_SECRET_LEN]), Max, REPLAY_EVICT> = BinaryHeap::new();
-        for (key, &(_, at, _)) in self.replay.iter() {
+        let mut oldest: BinaryHeap<(u64, bool, [u8; RECEIPT_SECRET_LEN]), Max, REPLAY_EVICT> = BinaryHeap::new();
+        for (key, e) in self.replay.iter() {
+            if strangers_only && e.contact {
+                continue;
+            }
             if oldest.len() < k {
-                let _ = oldest.push((at, *key));
-            } else if oldest.peek().is_some_and(|&(top, _)| at < top) {
+                let _ = oldest.push((e.sent_at, e.contact, *key));
+            } else if oldest.peek().is_some_and(|&(top, _, _)| e.sent_at < top) {
                 let _ = oldest.pop();
-                let _ = oldest.push((at, *key));
+                let _ = oldest.push((e.sent_at, e.contact, *key));
             }
         }
-        for (at, key) in oldest.iter() {
+        for (at, contact, key) in oldest.iter() {
             self.replay.swap_remove(key);
-            self.replay_floor = self.replay_floor.max(*at);
+            if let Some(f) = self.replay_floor.get_mut(usize::from(*contact)) {
+                *f = (*f).max(*at);
+            }
         }
     }
 
-    fn remember(&mut self, now: Instant, secret: [u8; RECEIPT_SECRET_LEN], sent_at: u64, receipted: bool) {
+    fn remember(
+        &mut self,
+        now: Instant,
+        secret: [u8; RECEIPT_SECRET_LEN],
+        sent_at: u64,
+        receipted: bool,
+        contact: bool,
+    ) {
         if self.replay.is_full() {
             self.evict_replay();
         }
         let until = now.saturating_add(Duration::from_secs(u64::from(MAX_LIFETIME_SECS)));
-        let _ = self.replay.insert(secret, (until, sent_at, receipted));
+        let _ = self.replay.insert(secret, ReplayEntry { until, sent_at, receipted, contact });
     }
 
     #[allow(clippy::too_many_arguments)]

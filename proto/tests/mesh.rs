@@ -608,6 +608,39 @@ fn replays_past_a_full_replay_table_are_never_delivered_twice() {
     assert!(twice.is_empty(), "shown twice: {twice:?}");
 }
 
+/// A stranger fills the replay table with texts dated far in the future;
+/// the floor it pushes up is the strangers' own: a contact's text sent
+/// afterwards (dated today) is still shown, and so is a stranger's replay
+/// never shown twice.
+#[test]
+fn a_stranger_flooding_the_replay_table_cannot_silence_contacts() {
+    let mut net = Net::new(11);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let s = net.endpoint();
+    let (pa, pb) = (net.pk(a), net.pk(b));
+    let now = net.now;
+    net.ep(a).add_contact(now, pb).unwrap();
+    net.ep(b).add_contact(now, pa).unwrap();
+    net.connect(a, b);
+    net.connect(s, b);
+    let today = net.unix;
+    net.unix = 4_000_000_000;
+    for i in 0..300 {
+        net.unix += 1;
+        net.send(s, b, &format!("from the future {i}"));
+        if i % 8 == 7 {
+            net.run_for(secs(2));
+        }
+    }
+    net.run_for(secs(5));
+    assert_eq!(net.received(b).len(), 300);
+    net.unix = today;
+    net.send(a, b, "still heard");
+    net.run_for(secs(5));
+    assert_eq!(net.received(b).last().map(|r| r.2.as_str()), Some("still heard"));
+}
+
 /// A relay whose store is configured down to 3 small slots never holds
 /// more, and still carries all ten messages across as its slots free up.
 #[test]
