@@ -23,7 +23,7 @@ is_ci() { case "${CI:-}" in [Tt][Rr][Uu][Ee] | 1 | [Yy][Ee][Ss]) return 0 ;; *) 
 PKGS=(
     rustc-web cargo-web rust-web-src lld
     binutils-arm-none-eabi qemu-system-arm
-    strace iproute2 avahi-utils
+    strace iproute2 avahi-utils tcpdump
 )
 
 command -v dpkg-query >/dev/null 2>&1 || die "dpkg-query not found: this script expects Debian/Ubuntu"

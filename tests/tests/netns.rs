@@ -541,3 +541,91 @@ fn mdns_records_seen_by_avahi() {
     }
     let _ = a.code();
 }
+
+/// The `ferry-inspect` binary next to `ferry`.
+fn inspect_bin() -> PathBuf {
+    ferry_bin().with_file_name("ferry-inspect")
+}
+
+/// f. What the LAN sees: tcpdump on A's interface while A and B (found by
+/// mDNS) exchange a first-contact message and its receipt. The packet
+/// inspector decodes every UDP datagram that is not mDNS as a Ferry frame
+/// (nothing Ferry sends is undecodable junk), and neither the text nor the
+/// contact codes nor the public keys appear anywhere in the capture.
+#[test]
+fn a_capture_of_a_real_exchange_is_all_ferry_frames_and_no_plaintext() {
+    if !can_run() {
+        return;
+    }
+    if skip_unless(have("tcpdump"), "tcpdump is not installed (scripts/setup.sh installs it)") {
+        return;
+    }
+    let mut t = Topo::new("f");
+    t.lan(1);
+    let (na, nb) = (t.host("a"), t.host("b"));
+    t.plug(&na, "eth1", 1, 1);
+    t.plug(&nb, "eth1", 1, 2);
+    let cap = t.path("lan.pcap");
+    let mut dump = Proc::spawn(
+        "tcpdump",
+        t.cmd(
+            &na,
+            "tcpdump",
+            &[
+                "-i".into(),
+                "eth1".into(),
+                "--immediate-mode".into(),
+                "-U".into(),
+                "-w".into(),
+                cap.display().to_string(),
+                "udp".into(),
+            ],
+        ),
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || dump.stderr().contains("listening on")),
+        "tcpdump: {}",
+        dump.stderr()
+    );
+    let mut a = t.rpc("A", &na, &[]);
+    let mut b = t.rpc("B", &nb, &[]);
+    let (code_a, code_b) = (a.code(), b.code());
+    let text = "a secret only B may read";
+    let id = a.send(&code_b, text);
+    b.wait_received(text, DELIVERY);
+    a.wait_delivered(&id, DELIVERY);
+    let reply = b.send(&code_a, "and a reply");
+    a.wait_received("and a reply", DELIVERY);
+    b.wait_delivered(&reply, DELIVERY);
+    std::thread::sleep(Duration::from_millis(500));
+    dump.signal_group("INT");
+    dump.signal("INT");
+    let _ = dump.wait_exit(Duration::from_secs(5));
+
+    let bytes = std::fs::read(&cap).expect("capture file");
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(text.as_bytes()), "plaintext on the wire");
+    for code in [&code_a, &code_b] {
+        assert!(!contains(code.as_bytes()), "a contact code on the wire");
+        let key = ferry_proto::envelope::PeerKey::from_code(code).expect("code");
+        assert!(!contains(key.as_bytes()), "a public key on the wire");
+    }
+    let out = Command::new(inspect_bin()).arg("--pcap").arg(&cap).output().expect("ferry-inspect");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary = stdout.lines().last().unwrap_or_default();
+    eprintln!("{summary}");
+    let count = |label: &str| -> u64 {
+        summary
+            .split(label)
+            .nth(1)
+            .and_then(|s| s.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("first contact ") + count("messages between contacts ") >= 2, "{summary}");
+    assert!(count("receipts ") >= 2, "{summary}");
+    assert!(count("hellos ") >= 2, "{summary}");
+    assert!(count("mDNS: ") >= 1, "{summary}");
+    assert_eq!(count("not Ferry: "), 0, "every non-mDNS datagram is a Ferry frame: {summary}");
+}
