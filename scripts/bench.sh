@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every benchmark of the project, then one markdown table of each figure,
+# its target and its reference (README "Benchmarks").
+#
+#   scripts/bench.sh           the full runs (about 15 minutes on 2 cores)
+#   scripts/bench.sh --quick   shorter runs, for a first look (about 3 minutes)
+#
+# Results and raw outputs go to target/bench/. Benchmarks measure CPU and
+# wall time: run them on an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+./scripts/setup.sh
+out=target/bench
+mkdir -p "$out"
+rm -f "$out"/*.json "$out"/*.md "$out"/*.txt
+
+echo "== building (release)" >&2
+cargo build --release -q -p ferry-node -p ferry-tools
+
+echo "== proto core (criterion)" >&2
+if [ $quick = 1 ]; then crit=(--warm-up-time 1 --measurement-time 1); else crit=(--warm-up-time 1 --measurement-time 3); fi
+cargo bench -q -p ferry-proto --bench core -- "${crit[@]}" >"$out/core.txt" 2>"$out/core.err"
+
+echo "== relay harness (three processes on loopback)" >&2
+if [ $quick = 1 ]; then relay=(--messages 20000 --runs 3 --latency-messages 200 --raw); else relay=(--messages 100000 --runs 5 --raw); fi
+target/release/ferry-relay-bench "${relay[@]}" >"$out/relay.md" 2>"$out/relay.err"
+
+if [ -x target/release/ferry-sim ]; then
+    echo "== simulator" >&2
+    for s in reference partition-carrier flooder; do
+        scen=tools/scenarios/$s.toml
+        [ $quick = 1 ] && [ -f tools/scenarios/$s-quick.toml ] && scen=tools/scenarios/$s-quick.toml
+        target/release/ferry-sim run "$scen" --seed 1 --out "$out/sim-$s" --summary "$out/sim-$s.json" >"$out/sim-$s.txt" 2>"$out/sim-$s.err"
+    done
+fi
+
+target/release/ferry-bench-table "$out" | tee "$out/table.md"

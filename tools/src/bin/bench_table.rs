@@ -1,0 +1,246 @@
+//! `ferry-bench-table DIR`: one markdown table of every benchmark figure,
+//! its target and its reference, from what `scripts/bench.sh` left in DIR:
+//!
+//! - `core.txt`: the output of `cargo bench -p ferry-proto --bench core`
+//!   (the size rows it prints), with criterion's estimates read from
+//!   `CRITERION` (default `target/criterion`, or `--criterion PATH`);
+//! - `relay.md`: the output of `ferry-relay-bench`;
+//! - `sim-*.json`: `ferry-sim` summaries (see `ferry-sim run --summary`).
+//!
+//! A missing input leaves its rows as "not run". The figures are read, not
+//! re-measured: this only gathers them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+struct Row {
+    figure: String,
+    measured: String,
+    target: String,
+    reference: String,
+}
+
+fn row(figure: &str, measured: Option<String>, target: &str, reference: &str) -> Row {
+    Row {
+        figure: figure.to_owned(),
+        measured: measured.unwrap_or_else(|| "not run".to_owned()),
+        target: target.to_owned(),
+        reference: reference.to_owned(),
+    }
+}
+
+/// Elements per second of a criterion benchmark (every group here counts
+/// one element per iteration).
+fn rate(criterion: &Path, id: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(criterion.join(id).join("new").join("estimates.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let ns = v["mean"]["point_estimate"].as_f64()?;
+    (ns > 0.0).then(|| 1e9 / ns)
+}
+
+fn per_sec(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.1} M/s", r / 1e6)
+    } else if r >= 1e4 {
+        format!("{:.0} k/s", r / 1e3)
+    } else {
+        let n = r.round() as u64;
+        if n >= 1000 { format!("{},{:03}/s", n / 1000, n % 1000) } else { format!("{n}/s") }
+    }
+}
+
+/// The measured column of the row of a markdown table whose first cell
+/// starts with `first`.
+fn cell(text: &str, first: &str, col: usize) -> Option<String> {
+    text.lines().filter(|l| l.starts_with('|')).find_map(|l| {
+        let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+        (cells.first()?.starts_with(first)).then(|| cells.get(col).map(|c| (*c).to_owned())).flatten()
+    })
+}
+
+fn core_rows(dir: &Path, criterion: &Path, rows: &mut Vec<Row>) {
+    let core = std::fs::read_to_string(dir.join("core.txt")).unwrap_or_default();
+    rows.push(row(
+        "overhead bytes per message between contacts",
+        cell(&core, "overhead bytes per message between contacts", 1),
+        "≤ 100",
+        "Reticulum/LXMF ≈ 214 (destination in clear)",
+    ));
+    rows.push(row(
+        "overhead bytes, first contact",
+        cell(&core, "overhead bytes of a first-contact", 1),
+        "reported",
+        "",
+    ));
+    rows.push(row(
+        "text bytes in one 240-byte frame, between contacts",
+        cell(&core, "text bytes in one Small frame, between contacts", 1),
+        "≥ 140",
+        "",
+    ));
+    let r = |id: &str| rate(criterion, id);
+    rows.push(row(
+        "seal + open pairs per core, between contacts",
+        r("seal_open/contact").map(per_sec),
+        "≥ 3,000/s",
+        "",
+    ));
+    rows.push(row(
+        "seal + open pairs per core, first contact",
+        r("seal_open/first_contact").map(per_sec),
+        "reported",
+        "",
+    ));
+    rows.push(row(
+        "\"not for me\" per core, tagged, 1,000 contacts",
+        r("not_for_me/tagged_1000").map(per_sec),
+        "≥ 1 M/s",
+        "",
+    ));
+    let fc = match (r("not_for_me/first_contact"), r("x25519/dh")) {
+        (Some(f), Some(dh)) => Some(format!("{} = {:.0}% of X25519 ({})", per_sec(f), 100.0 * f / dh, per_sec(dh))),
+        _ => None,
+    };
+    rows.push(row("\"not for me\" per core, first contact", fc, "≥ 80% of X25519", ""));
+    rows.push(row("router: duplicates dropped per core", r("router/duplicate").map(per_sec), "≥ 1 M/s", ""));
+    rows.push(row("router: frames forwarded per core (store full)", r("router/forward").map(per_sec), "≥ 200 k/s", ""));
+}
+
+fn relay_rows(dir: &Path, rows: &mut Vec<Row>) {
+    let relay = std::fs::read_to_string(dir.join("relay.md")).unwrap_or_default();
+    let m = |first: &str| cell(&relay, first, 1);
+    rows.push(row("relay bench: messages per second (A → relay → B)", m("msg/s"), "≥ 2,000", "Reticulum/LXMF 116–169"));
+    rows.push(row(
+        "relay bench: relay CPU per 1,000 messages",
+        m("relay CPU per 1,000"),
+        "≤ 0.020 s",
+        "Reticulum/LXMF 0.58–0.85 s (raw packets 0.23–0.26 s)",
+    ));
+    rows.push(row("relay bench: relay peak RSS", m("relay peak RSS"), "≤ 10 MB", "Reticulum 41 MiB"));
+    rows.push(row(
+        "relay bench: latency p50 / p99",
+        m("p50 / p99"),
+        "p50 ≤ 1 ms unloaded",
+        "Reticulum/LXMF p50 2–6 ms",
+    ));
+    // "Median: 4,000 msg/s, relay CPU 0.029 s per 1,000 messages (target ...), peak RSS ..."
+    let raw = relay.lines().find(|l| l.starts_with("Median:")).map(|l| {
+        let l = l.trim_start_matches("Median: ");
+        match l.split_once(" (target") {
+            Some((head, _)) => format!("{head}, relay CPU per 1,000 at that rate"),
+            None => l.to_owned(),
+        }
+    });
+    rows.push(row("relay alone, one datagram per wake-up (`--raw`)", raw, "reported", ""));
+}
+
+fn sim_rows(dir: &Path, rows: &mut Vec<Row>) {
+    let read = |name: &str| -> Option<Value> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("sim-{name}.json"))).ok()?).ok()
+    };
+    let pct = |v: &Value, k: &str| v[k].as_f64().map(|x| format!("{:.1}%", 100.0 * x));
+    let reference = read("reference");
+    let r = reference.as_ref();
+    rows.push(row(
+        "simulator: reference scenario wall time (10,000 nodes, 1 h)",
+        r.and_then(|v| v["wall_secs"].as_f64()).map(|s| format!("{s:.0} s")),
+        "< 2 min",
+        "",
+    ));
+    rows.push(row(
+        "simulator: frame events per second",
+        r.and_then(|v| v["frame_events_per_sec"].as_f64()).map(per_sec),
+        "≥ 1 M/s",
+        "",
+    ));
+    rows.push(row(
+        "reference: delivery / transmissions vs naive flooding",
+        r.and_then(|v| {
+            Some(format!(
+                "{} / {}",
+                pct(v, "delivery")?,
+                v["tx_vs_flood"].as_f64().map(|x| format!("{:.0}% of flooding's", 100.0 * x))?
+            ))
+        }),
+        "≥ 99% / ≤ 50%",
+        r.and_then(|v| pct(v, "flood_delivery")).map(|d| format!("flooding delivers {d}")).as_deref().unwrap_or(""),
+    ));
+    let carriers = read("partition-carrier");
+    rows.push(row(
+        "partitions bridged only by carriers: delivery",
+        carriers.as_ref().and_then(|v| pct(v, "delivery")),
+        "reported",
+        carriers
+            .as_ref()
+            .and_then(|v| pct(v, "flood_delivery"))
+            .map(|d| format!("flooding {d}"))
+            .as_deref()
+            .unwrap_or(""),
+    ));
+    let flooder = read("flooder");
+    rows.push(row(
+        "honest delivery with a neighbour flooding at 10× link capacity",
+        flooder.as_ref().and_then(|v| pct(v, "delivery")),
+        "≥ 95%",
+        "",
+    ));
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut dir = None;
+    let mut criterion = PathBuf::from("target/criterion");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--criterion" => match it.next() {
+                Some(p) => criterion = PathBuf::from(p),
+                None => {
+                    eprintln!("ferry-bench-table: --criterion needs a path");
+                    return ExitCode::from(2);
+                }
+            },
+            "-h" | "--help" => {
+                println!("usage: ferry-bench-table DIR [--criterion PATH]");
+                return ExitCode::SUCCESS;
+            }
+            other if dir.is_none() => dir = Some(PathBuf::from(other)),
+            other => {
+                eprintln!("ferry-bench-table: unexpected argument {other:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(dir) = dir else {
+        eprintln!("usage: ferry-bench-table DIR [--criterion PATH]");
+        return ExitCode::from(2);
+    };
+    let mut rows = Vec::new();
+    core_rows(&dir, &criterion, &mut rows);
+    relay_rows(&dir, &mut rows);
+    sim_rows(&dir, &mut rows);
+    println!("| figure | measured | target | reference |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!("| {} | {} | {} | {} |", r.figure, r.measured, r.target, r.reference);
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_and_rates() {
+        let md = "| figure | measured | target |\n|---|---|---|\n| msg/s | 3,517 | ≥ 2,000 |\n";
+        assert_eq!(cell(md, "msg/s", 1).as_deref(), Some("3,517"));
+        assert_eq!(cell(md, "nothing", 1), None);
+        assert_eq!(per_sec(6536.4), "6,536/s");
+        assert_eq!(per_sec(999.0), "999/s");
+        assert_eq!(per_sec(31_200_000.0), "31.2 M/s");
+        assert_eq!(per_sec(204_000.0), "204 k/s");
+    }
+}
