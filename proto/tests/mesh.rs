@@ -123,6 +123,18 @@ impl Net {
         }
     }
 
+    /// Two endpoints that are each other's contacts (not linked yet), and
+    /// their keys.
+    fn two_contacts(&mut self) -> (usize, usize, PeerKey, PeerKey) {
+        let a = self.endpoint();
+        let b = self.endpoint();
+        let (pa, pb) = (self.pk(a), self.pk(b));
+        let now = self.now;
+        self.ep(a).add_contact(now, pb).unwrap();
+        self.ep(b).add_contact(now, pa).unwrap();
+        (a, b, pa, pb)
+    }
+
     fn pk(&mut self, n: usize) -> PeerKey {
         self.ep(n).identity().public()
     }
@@ -336,12 +348,7 @@ fn secs(s: u64) -> Duration {
 #[test]
 fn two_contacts_talk_both_ways_with_receipts() {
     let mut net = Net::new(1);
-    let a = net.endpoint();
-    let b = net.endpoint();
-    let (pa, pb) = (net.pk(a), net.pk(b));
-    let now = net.now;
-    net.ep(a).add_contact(now, pb).unwrap();
-    net.ep(b).add_contact(now, pa).unwrap();
+    let (a, b, pa, pb) = net.two_contacts();
     net.connect(a, b);
     let m1 = net.send(a, b, "hello from a");
     net.run_for(secs(5));
@@ -367,12 +374,7 @@ fn two_contacts_talk_both_ways_with_receipts() {
 #[test]
 fn receipts_wait_50_to_500_ms_and_leave_together_on_a_grid() {
     let mut net = Net::new(7);
-    let a = net.endpoint();
-    let b = net.endpoint();
-    let (pa, pb) = (net.pk(a), net.pk(b));
-    let now = net.now;
-    net.ep(a).add_contact(now, pb).unwrap();
-    net.ep(b).add_contact(now, pa).unwrap();
+    let (a, b, _, _) = net.two_contacts();
     net.connect(a, b);
     let first = net.now;
     // 16 messages (the test endpoint's outbox), 3 ms apart.
@@ -615,13 +617,8 @@ fn replays_past_a_full_replay_table_are_never_delivered_twice() {
 #[test]
 fn a_stranger_flooding_the_replay_table_cannot_silence_contacts() {
     let mut net = Net::new(11);
-    let a = net.endpoint();
-    let b = net.endpoint();
+    let (a, b, _, _) = net.two_contacts();
     let s = net.endpoint();
-    let (pa, pb) = (net.pk(a), net.pk(b));
-    let now = net.now;
-    net.ep(a).add_contact(now, pb).unwrap();
-    net.ep(b).add_contact(now, pa).unwrap();
     net.connect(a, b);
     net.connect(s, b);
     let today = net.unix;
@@ -856,12 +853,7 @@ fn one_sided_link_up_still_validates_both_ways() {
 #[test]
 fn saved_tag_counters_survive_a_restart() {
     let mut net = Net::new(14);
-    let a = net.endpoint();
-    let b = net.endpoint();
-    let (pa, pb) = (net.pk(a), net.pk(b));
-    let now = net.now;
-    net.ep(a).add_contact(now, pb).unwrap();
-    net.ep(b).add_contact(now, pa).unwrap();
+    let (a, b, _, pb) = net.two_contacts();
     net.connect(a, b);
     net.send(b, a, "hi");
     net.run_for(secs(5));
