@@ -1,0 +1,1032 @@
+//! The discrete-event core: a virtual clock, one event queue, the link
+//! model, and the nodes, each running the real `ferry-proto` router (relays)
+//! or the real endpoint around it (senders and recipients).
+//!
+//! Nodes are driven exactly as the daemon and the firmware drive them: after
+//! every input (`handle_frame`, `handle_link_up`, `handle_timeout`, `send`)
+//! the driver drains `poll_event`, asks `poll_transmit` for a frame if the
+//! radio is idle, and re-arms its timer from `poll_timeout`. The radio pulls
+//! one frame at a time (as a radio driver does when its transmit completes),
+//! so a busy radio leaves frames waiting in the router's own bounded queues.
+//!
+//! Determinism: the clock is simulated (microseconds; the router sees whole
+//! milliseconds), events are ordered by (time, sequence number), every random
+//! draw comes from a stream derived from the seed, and nothing iterates a
+//! hash map. The same scenario and seed give the same metrics, byte for byte.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use ferry_proto::endpoint::{ContactState, DeliveryState, Endpoint, Event as EpEvent};
+use ferry_proto::envelope::{Identity, PeerKey};
+use ferry_proto::router::{Config, DongleRouter, LinkCaps, LinkId};
+use ferry_proto::wire::{self, MAX_FRAME_LEN, SizeClass};
+use ferry_proto::{Instant, segment};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::report::{RouterTotals, RunReport, Sample, TxCounts, percentile};
+use super::scenario::{MediumKind, Pairs, Scenario};
+use super::world::World;
+
+/// The relay every node runs: the 64 KiB dongle router.
+pub type SimRouter = DongleRouter;
+/// Contacts per endpoint.
+pub const CONTACTS: usize = 16;
+/// The endpoint of senders and recipients: 16 contacts, 256 tag entries, 16
+/// texts in flight, 64 replay entries, around a boxed dongle router.
+pub type SimEndpoint = Endpoint<Box<SimRouter>, CONTACTS, 256, 16, 64>;
+
+/// The link id of the broadcast radio, at every node.
+const RADIO: LinkId = LinkId(u32::MAX);
+const NONE: u64 = u64::MAX;
+/// Length of a naive-flooding frame (a small message frame).
+const FLOOD_LEN: usize = SizeClass::Small.frame_len();
+/// The Unix time the simulated clock starts at (the senders' `sent_at`).
+const UNIX_START: u64 = 1_800_000_000;
+
+/// What the nodes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The real router and endpoints.
+    Router,
+    /// Naive flooding: every node sends every new message once.
+    Flood,
+}
+
+/// A message of the scenario's traffic.
+#[derive(Clone, Copy, Debug)]
+pub struct Msg {
+    /// Send time, microseconds.
+    pub at: u64,
+    /// Sender node.
+    pub from: u32,
+    /// Recipient node.
+    pub to: u32,
+    /// Between contacts (else first contact).
+    pub contact: bool,
+}
+
+/// Everything drawn from the seed before the run: positions, roles,
+/// identities, traffic and churn. Shared by the router run and the flooding
+/// run so that both see the same graph and the same messages.
+#[derive(Debug)]
+pub struct Setup {
+    /// The scenario.
+    pub sc: Scenario,
+    /// The seed.
+    pub seed: u64,
+    /// Initial positions and neighbours.
+    pub world: World,
+    /// Endpoint nodes, sorted.
+    pub endpoints: Vec<u32>,
+    /// Per node: its endpoint's identity secret, if it is one.
+    pub secrets: Vec<Option<[u8; 32]>>,
+    /// Contact pairs (a < b).
+    pub contacts: Vec<(u32, u32)>,
+    /// Messages, by send time.
+    pub traffic: Vec<Msg>,
+    /// Churn toggles: (time µs, node), sorted.
+    pub churn: Vec<(u64, u32)>,
+    /// Nodes that move (waypoint) and carriers.
+    pub movers: Vec<u32>,
+    /// Nodes in the largest component of the initial graph.
+    pub largest_component: u32,
+}
+
+/// SplitMix64: derive independent seeds from one.
+pub fn mix(seed: u64, stream: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn rng_for(seed: u64, stream: u64) -> StdRng {
+    StdRng::seed_from_u64(mix(seed, stream))
+}
+
+const S_WORLD: u64 = 1;
+const S_ROLES: u64 = 2;
+const S_TRAFFIC: u64 = 3;
+const S_CHURN: u64 = 4;
+const S_MOBILITY: u64 = 5;
+const S_LOSS: u64 = 6;
+const S_NODE: u64 = 1 << 32;
+
+fn exp(rng: &mut StdRng, mean: f64) -> f64 {
+    -mean * (1.0 - rng.random::<f64>()).ln()
+}
+
+impl Setup {
+    /// Draw everything the scenario leaves to chance.
+    pub fn new(sc: &Scenario, seed: u64) -> Setup {
+        let mut wrng = rng_for(seed, S_WORLD);
+        let mut world = World::generate(sc, &mut wrng);
+        let giant = world.largest_component();
+        let n = sc.nodes;
+        let mut roles = rng_for(seed, S_ROLES);
+        let mut pool: Vec<u32> = match sc.traffic.pairs {
+            Pairs::Connected => giant.clone(),
+            Pairs::Any => (0..n).collect(),
+        };
+        // Partial Fisher-Yates: the first `endpoints` of the pool.
+        let want = (sc.traffic.endpoints as usize).min(pool.len());
+        for i in 0..want {
+            let j = roles.random_range(i..pool.len());
+            pool.swap(i, j);
+        }
+        let mut endpoints: Vec<u32> = pool[..want].to_vec();
+        endpoints.sort_unstable();
+        let mut is_end = vec![false; n as usize];
+        for &e in &endpoints {
+            is_end[e as usize] = true;
+        }
+        let mut relays: Vec<u32> = (0..n).filter(|&i| !is_end[i as usize]).collect();
+        for i in 0..relays.len() {
+            let j = roles.random_range(i..relays.len());
+            relays.swap(i, j);
+        }
+        // Carriers, then waypoint movers, then churners, from the shuffled
+        // relays (a relay has at most one of these roles).
+        let mut next = 0usize;
+        let mut movers = Vec::new();
+        for c in &sc.carriers {
+            if let Some(&r) = relays.get(next) {
+                world.set_route(r as usize, c);
+                movers.push(r);
+                next += 1;
+            }
+        }
+        let mut mrng = rng_for(seed, S_MOBILITY);
+        if let Some(m) = &sc.mobility {
+            let k = (m.fraction * relays.len() as f64).round() as usize;
+            for &r in relays.iter().skip(next).take(k) {
+                world.set_waypoint(r as usize, m, &mut mrng);
+                movers.push(r);
+            }
+            next += k;
+        }
+        let mut churn = Vec::new();
+        if let Some(c) = &sc.churn {
+            let mut crng = rng_for(seed, S_CHURN);
+            let k = (c.fraction * relays.len() as f64).round() as usize;
+            let end = sc.duration_secs as f64;
+            for &r in relays.iter().skip(next).take(k) {
+                let mut t = exp(&mut crng, c.mean_up_secs);
+                let mut up = true;
+                while t < end {
+                    churn.push(((t * 1e6) as u64, r));
+                    t += exp(&mut crng, if up { c.mean_down_secs } else { c.mean_up_secs });
+                    up = !up;
+                }
+            }
+            churn.sort_unstable();
+        }
+        if !movers.is_empty() {
+            world.rebuild();
+        }
+        movers.sort_unstable();
+        // Identities.
+        let mut secrets = vec![None; n as usize];
+        for &e in &endpoints {
+            let mut r = rng_for(seed, S_NODE + u64::from(e));
+            secrets[e as usize] = Some(Identity::generate(&mut r).secret_bytes());
+        }
+        // Traffic.
+        let t = &sc.traffic;
+        let mut trng = rng_for(seed, S_TRAFFIC);
+        let mut contact_set: BTreeMap<(u32, u32), ()> = BTreeMap::new();
+        let mut count = vec![0usize; n as usize];
+        let mut traffic = Vec::new();
+        let span = (t.end_secs - t.start_secs) as f64;
+        for _ in 0..t.messages {
+            let at = ((t.start_secs as f64 + trng.random::<f64>() * span) * 1e6) as u64;
+            let want_contact = trng.random::<f64>() < t.contact_fraction;
+            let mut pick = || {
+                let a = endpoints[trng.random_range(0..endpoints.len())];
+                let mut b = a;
+                while b == a {
+                    b = endpoints[trng.random_range(0..endpoints.len())];
+                }
+                (a, b)
+            };
+            let mut chosen = None;
+            for _ in 0..100 {
+                let (a, b) = pick();
+                let key = (a.min(b), a.max(b));
+                let known = contact_set.contains_key(&key);
+                if want_contact {
+                    let room = count[a as usize] < CONTACTS - 4 && count[b as usize] < CONTACTS - 4;
+                    if known || room {
+                        if !known {
+                            contact_set.insert(key, ());
+                            count[a as usize] += 1;
+                            count[b as usize] += 1;
+                        }
+                        chosen = Some((a, b, true));
+                        break;
+                    }
+                } else if !known {
+                    chosen = Some((a, b, false));
+                    break;
+                }
+            }
+            let (from, to, contact) = chosen.unwrap_or_else(|| {
+                let (a, b) = pick();
+                (a, b, contact_set.contains_key(&(a.min(b), a.max(b))))
+            });
+            traffic.push(Msg { at, from, to, contact });
+        }
+        traffic.sort_by_key(|m| m.at);
+        let contacts = contact_set.into_keys().collect();
+        Setup {
+            sc: sc.clone(),
+            seed,
+            largest_component: giant.len() as u32,
+            world,
+            endpoints,
+            secrets,
+            contacts,
+            traffic,
+            churn,
+            movers,
+        }
+    }
+}
+
+/// A naive-flooding node: remembers every id (unbounded) and sends each new
+/// message once on its radio (or once to every link but the one it came from).
+#[derive(Debug, Default)]
+struct FloodNode {
+    seen: Vec<u64>,
+    queue: VecDeque<(u32, u32)>,
+}
+
+impl FloodNode {
+    fn new(messages: usize) -> Self {
+        FloodNode { seen: vec![0; messages.div_ceil(64)], queue: VecDeque::new() }
+    }
+    fn first_time(&mut self, m: u32) -> bool {
+        let (w, b) = ((m / 64) as usize, m % 64);
+        let Some(word) = self.seen.get_mut(w) else { return false };
+        let new = *word & (1 << b) == 0;
+        *word |= 1 << b;
+        new
+    }
+    fn seen_count(&self) -> u32 {
+        self.seen.iter().map(|w| w.count_ones()).sum()
+    }
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Node {
+    Relay(Box<SimRouter>),
+    End(Box<SimEndpoint>),
+    Flood(FloodNode),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ev {
+    /// A datagram arrives at `to` (`u32::MAX`: everyone in range of `from`).
+    Arrive { from: u32, to: u32, len: u16, data: u32 },
+    TxDone { node: u32, epoch: u32 },
+    Timer { node: u32 },
+    Send { msg: u32 },
+    Churn { node: u32 },
+    Tick,
+    Wall { index: u32, close: bool },
+    Sample,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct MsgState {
+    sent: bool,
+    delivered: Option<u64>,
+    acked: Option<u64>,
+    shown: u32,
+}
+
+/// One run of the simulator.
+#[derive(Debug)]
+pub struct Sim<'a> {
+    setup: &'a Setup,
+    mode: Mode,
+    now: u64,
+    world: World,
+    nodes: Vec<Node>,
+    up: Vec<bool>,
+    rngs: Vec<StdRng>,
+    busy: Vec<bool>,
+    epoch: Vec<u32>,
+    timer_at: Vec<u64>,
+    /// Point-to-point links up, per node (sorted peer lists).
+    links: Vec<Vec<u32>>,
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    slab: Vec<Vec<u8>>,
+    free: Vec<u32>,
+    loss_rng: StdRng,
+    mobility_rng: StdRng,
+    keys: Vec<Option<PeerKey>>,
+    ids: BTreeMap<[u8; 16], u32>,
+    msgs: Vec<MsgState>,
+    tx: TxCounts,
+    tx_lost: u64,
+    frame_events: u64,
+    send_errors: u32,
+    sent: u32,
+    delivered: u32,
+    acked: u32,
+    timeline: Vec<Sample>,
+    caps: LinkCaps,
+    buf: Vec<u8>,
+}
+
+fn config() -> Config {
+    Config::DEFAULT
+}
+
+fn new_relay() -> Box<SimRouter> {
+    Box::new(SimRouter::new(config()))
+}
+
+impl<'a> Sim<'a> {
+    /// Build the nodes for `mode` (endpoints get their identities and
+    /// contacts; relays an empty router).
+    pub fn new(setup: &'a Setup, mode: Mode) -> Sim<'a> {
+        let sc = &setup.sc;
+        let n = sc.nodes as usize;
+        let mut nodes = Vec::with_capacity(n);
+        let mut keys = vec![None; n];
+        for (i, secret) in setup.secrets.iter().enumerate() {
+            let node = match (mode, secret) {
+                (Mode::Flood, _) => Node::Flood(FloodNode::new(setup.traffic.len())),
+                (Mode::Router, None) => Node::Relay(new_relay()),
+                (Mode::Router, Some(s)) => {
+                    let id = Identity::from_secret_bytes(*s);
+                    keys[i] = Some(id.public());
+                    let mut ep = Box::new(SimEndpoint::new(id, new_relay()));
+                    ep.set_lifetime_secs(sc.traffic.lifetime_secs);
+                    Node::End(ep)
+                }
+            };
+            nodes.push(node);
+        }
+        if mode == Mode::Router {
+            for &(a, b) in &setup.contacts {
+                let state = ContactState { heard: true, ..ContactState::default() };
+                for (x, y) in [(a, b), (b, a)] {
+                    let key = keys[y as usize];
+                    if let (Node::End(e), Some(k)) = (&mut nodes[x as usize], key) {
+                        let _ = e.restore_contact(Instant::ZERO, k, state);
+                    }
+                }
+            }
+        }
+        let caps = LinkCaps {
+            mtu: sc.medium.mtu,
+            broadcast: sc.medium.kind == MediumKind::Broadcast,
+            max_class: SizeClass::Large,
+        };
+        Sim {
+            setup,
+            mode,
+            now: 0,
+            world: World {
+                side: setup.world.side,
+                range: setup.world.range,
+                pos: setup.world.pos.clone(),
+                motion: setup.world.motion.clone(),
+                walls: Vec::new(),
+                adj: setup.world.adj.clone(),
+            },
+            nodes,
+            up: vec![true; n],
+            rngs: (0..n).map(|i| rng_for(setup.seed, S_NODE + (1 << 31) + i as u64)).collect(),
+            busy: vec![false; n],
+            epoch: vec![0; n],
+            timer_at: vec![NONE; n],
+            links: vec![Vec::new(); n],
+            heap: BinaryHeap::new(),
+            seq: 0,
+            slab: Vec::new(),
+            free: Vec::new(),
+            loss_rng: rng_for(setup.seed, S_LOSS),
+            mobility_rng: rng_for(setup.seed, S_MOBILITY + 100),
+            keys,
+            ids: BTreeMap::new(),
+            msgs: vec![MsgState::default(); setup.traffic.len()],
+            tx: TxCounts::default(),
+            tx_lost: 0,
+            frame_events: 0,
+            send_errors: 0,
+            sent: 0,
+            delivered: 0,
+            acked: 0,
+            timeline: Vec::new(),
+            caps,
+            buf: vec![0; MAX_FRAME_LEN],
+        }
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Reverse(Entry { at, seq: self.seq, ev }));
+    }
+
+    fn now_ms(&self) -> Instant {
+        Instant::from_millis(self.now / 1000)
+    }
+
+    fn broadcast(&self) -> bool {
+        self.caps.broadcast
+    }
+
+    /// Run to the end of the scenario, calling `progress` with the simulated
+    /// second now and then.
+    pub fn run(mut self, progress: &mut dyn FnMut(u64)) -> RunReport {
+        let sc = &self.setup.sc;
+        let end = sc.duration_secs * 1_000_000;
+        // Radios on.
+        for i in 0..self.nodes.len() {
+            self.power_on(i as u32);
+        }
+        for (i, m) in self.setup.traffic.iter().enumerate() {
+            self.push(m.at, Ev::Send { msg: i as u32 });
+        }
+        for &(at, node) in &self.setup.churn {
+            self.push(at, Ev::Churn { node });
+        }
+        for (i, p) in sc.partitions.iter().enumerate() {
+            self.push(p.start_secs * 1_000_000, Ev::Wall { index: i as u32, close: true });
+            self.push(p.end_secs * 1_000_000, Ev::Wall { index: i as u32, close: false });
+        }
+        if sc.moves() {
+            let tick = sc.mobility.as_ref().map_or(1, |m| m.tick_secs);
+            self.push(tick * 1_000_000, Ev::Tick);
+        }
+        self.push(0, Ev::Sample);
+        let mut last_progress = 0;
+        while let Some(Reverse(e)) = self.heap.pop() {
+            if e.at > end {
+                break;
+            }
+            self.now = e.at;
+            if self.now / 1_000_000 > last_progress {
+                last_progress = self.now / 1_000_000;
+                progress(last_progress);
+            }
+            self.dispatch(e);
+        }
+        self.now = end;
+        self.sample();
+        self.finish()
+    }
+
+    fn dispatch(&mut self, e: Entry) {
+        match e.ev {
+            Ev::Arrive { from, to, len, data } => self.arrive(from, to, len, data),
+            Ev::TxDone { node, epoch } => {
+                if self.epoch[node as usize] == epoch {
+                    self.busy[node as usize] = false;
+                    self.service(node);
+                }
+            }
+            Ev::Timer { node } => {
+                let i = node as usize;
+                if self.timer_at[i] != e.at || !self.up[i] {
+                    return;
+                }
+                self.timer_at[i] = NONE;
+                let now = self.now_ms();
+                match &mut self.nodes[i] {
+                    Node::Relay(r) => r.handle_timeout(now),
+                    Node::End(ep) => ep.handle_timeout(now, &mut self.rngs[i]),
+                    Node::Flood(_) => {}
+                }
+                self.service(node);
+            }
+            Ev::Send { msg } => self.send(msg),
+            Ev::Churn { node } => {
+                if self.up[node as usize] {
+                    self.power_off(node);
+                } else {
+                    self.power_on(node);
+                }
+            }
+            Ev::Tick => {
+                let sc = &self.setup.sc;
+                let tick = sc.mobility.as_ref().map_or(1, |m| m.tick_secs);
+                let t = self.now as f64 / 1e6;
+                self.world.step(t, tick as f64, sc.mobility.as_ref(), &mut self.mobility_rng);
+                self.world.rebuild();
+                self.sync_links();
+                self.push(self.now + tick * 1_000_000, Ev::Tick);
+            }
+            Ev::Wall { index, close } => {
+                let sc = &self.setup.sc;
+                if let Some(p) = sc.partitions.get(index as usize) {
+                    let wall = (p.axis, p.at * self.world.side);
+                    if close {
+                        self.world.walls.push(wall);
+                    } else if let Some(k) = self.world.walls.iter().position(|w| *w == wall) {
+                        self.world.walls.remove(k);
+                    }
+                    self.world.rebuild();
+                    self.sync_links();
+                }
+            }
+            Ev::Sample => {
+                self.sample();
+                self.push(self.now + self.setup.sc.sample_secs * 1_000_000, Ev::Sample);
+            }
+        }
+    }
+
+    // ----- nodes on and off, links ---------------------------------------
+
+    fn power_on(&mut self, node: u32) {
+        let i = node as usize;
+        if self.mode == Mode::Router && matches!(self.nodes[i], Node::Relay(_)) && self.epoch[i] > 0 {
+            // A dongle keeps nothing across a power cycle.
+            self.nodes[i] = Node::Relay(new_relay());
+        }
+        if let Node::Flood(f) = &mut self.nodes[i]
+            && self.epoch[i] > 0
+        {
+            *f = FloodNode::new(self.setup.traffic.len());
+        }
+        self.up[i] = true;
+        self.busy[i] = false;
+        self.epoch[i] += 1;
+        self.timer_at[i] = NONE;
+        if self.broadcast() {
+            let (now, caps) = (self.now_ms(), self.caps);
+            let ok = match &mut self.nodes[i] {
+                Node::Relay(r) => r.handle_link_up(now, &mut self.rngs[i], RADIO, caps),
+                Node::End(ep) => ep.handle_link_up(now, &mut self.rngs[i], RADIO, caps),
+                Node::Flood(_) => true,
+            };
+            debug_assert!(ok, "the radio link is refused");
+            self.service(node);
+        } else {
+            self.sync_node_links(node);
+        }
+    }
+
+    fn power_off(&mut self, node: u32) {
+        let i = node as usize;
+        self.up[i] = false;
+        self.timer_at[i] = NONE;
+        self.epoch[i] += 1;
+        let peers = std::mem::take(&mut self.links[i]);
+        for p in peers {
+            self.link_down_one(p, node);
+            self.service(p);
+        }
+    }
+
+    fn link_up_one(&mut self, at: u32, peer: u32) -> bool {
+        let (now, caps) = (self.now_ms(), self.caps);
+        let i = at as usize;
+        match &mut self.nodes[i] {
+            Node::Relay(r) => r.handle_link_up(now, &mut self.rngs[i], LinkId(peer), caps),
+            Node::End(ep) => ep.handle_link_up(now, &mut self.rngs[i], LinkId(peer), caps),
+            Node::Flood(_) => true,
+        }
+    }
+
+    fn link_down_one(&mut self, at: u32, peer: u32) {
+        let now = self.now_ms();
+        match &mut self.nodes[at as usize] {
+            Node::Relay(r) => r.handle_link_down(now, LinkId(peer)),
+            Node::End(ep) => ep.handle_link_down(now, LinkId(peer)),
+            Node::Flood(_) => {}
+        }
+        let l = &mut self.links[at as usize];
+        if let Ok(k) = l.binary_search(&peer) {
+            l.remove(k);
+        }
+    }
+
+    /// Point-to-point: bring links in line with the neighbour sets (links up
+    /// to new neighbours, down to those out of range). A node whose link
+    /// table is full refuses; the pair then stays unlinked until the next
+    /// topology change.
+    fn sync_links(&mut self) {
+        if self.broadcast() {
+            return;
+        }
+        for i in 0..self.nodes.len() {
+            self.sync_node_links(i as u32);
+        }
+    }
+
+    fn sync_node_links(&mut self, node: u32) {
+        if self.broadcast() {
+            return;
+        }
+        let i = node as usize;
+        let want: Vec<u32> = if self.up[i] {
+            self.world.adj[i].iter().copied().filter(|&j| self.up[j as usize]).collect()
+        } else {
+            Vec::new()
+        };
+        let have = self.links[i].clone();
+        for &p in &have {
+            if want.binary_search(&p).is_err() {
+                self.link_down_one(node, p);
+                self.link_down_one(p, node);
+                self.service(p);
+            }
+        }
+        for &p in &want {
+            if self.links[i].binary_search(&p).is_ok() {
+                continue;
+            }
+            let a = self.link_up_one(node, p);
+            let b = a && self.link_up_one(p, node);
+            if a && b {
+                for (x, y) in [(node, p), (p, node)] {
+                    let l = &mut self.links[x as usize];
+                    if let Err(k) = l.binary_search(&y) {
+                        l.insert(k, y);
+                    }
+                }
+                self.service(p);
+            } else if a {
+                let now = self.now_ms();
+                match &mut self.nodes[i] {
+                    Node::Relay(r) => r.handle_link_down(now, LinkId(p)),
+                    Node::End(ep) => ep.handle_link_down(now, LinkId(p)),
+                    Node::Flood(_) => {}
+                }
+            }
+        }
+        self.service(node);
+    }
+
+    // ----- driving a node ------------------------------------------------
+
+    /// After an input: drain events, transmit if the radio is idle, re-arm
+    /// the timer.
+    fn service(&mut self, node: u32) {
+        let i = node as usize;
+        if !self.up[i] {
+            return;
+        }
+        self.drain_events(node);
+        if !self.busy[i] {
+            self.transmit(node);
+            self.drain_events(node);
+        }
+        let t = match &self.nodes[i] {
+            Node::Relay(r) => r.poll_timeout(),
+            Node::End(ep) => ep.poll_timeout(),
+            Node::Flood(_) => None,
+        };
+        let at = match t {
+            None => NONE,
+            Some(t) if t.millis() <= self.now / 1000 => (self.now / 1000 + 1) * 1000,
+            Some(t) => t.millis().saturating_mul(1000),
+        };
+        if at != self.timer_at[i] {
+            self.timer_at[i] = at;
+            if at != NONE {
+                self.push(at, Ev::Timer { node });
+            }
+        }
+    }
+
+    fn drain_events(&mut self, node: u32) {
+        let now = self.now;
+        match &mut self.nodes[node as usize] {
+            Node::Relay(r) => while r.poll_event().is_some() {},
+            Node::End(ep) => {
+                while let Some(ev) = ep.poll_event() {
+                    match ev {
+                        EpEvent::Received(r) => {
+                            if let Some(&m) = self.ids.get(&r.id.0) {
+                                let st = &mut self.msgs[m as usize];
+                                st.shown += 1;
+                                if st.delivered.is_none() && self.setup.traffic[m as usize].to == node {
+                                    st.delivered = Some(now);
+                                    self.delivered += 1;
+                                }
+                            }
+                        }
+                        EpEvent::Status { id, state: DeliveryState::Delivered } => {
+                            if let Some(&m) = self.ids.get(&id.0) {
+                                let st = &mut self.msgs[m as usize];
+                                if st.acked.is_none() {
+                                    st.acked = Some(now);
+                                    self.acked += 1;
+                                }
+                            }
+                        }
+                        EpEvent::Status { .. } => {}
+                    }
+                }
+            }
+            Node::Flood(_) => {}
+        }
+    }
+
+    fn transmit(&mut self, node: u32) {
+        let i = node as usize;
+        let now = self.now_ms();
+        let (len, to, data, kind) = match &mut self.nodes[i] {
+            Node::Relay(r) => match r.poll_transmit(now, &mut self.buf) {
+                Some(t) => (t.len, t.link, u32::MAX, self.buf.first().map_or(0, |b| b & 0x1f)),
+                None => return,
+            },
+            Node::End(ep) => match ep.poll_transmit(now, &mut self.buf) {
+                Some(t) => (t.len, t.link, u32::MAX, self.buf.first().map_or(0, |b| b & 0x1f)),
+                None => return,
+            },
+            Node::Flood(f) => match f.queue.pop_front() {
+                Some((m, to)) => (FLOOD_LEN, LinkId(to), m, 1),
+                None => return,
+            },
+        };
+        let to = if self.broadcast() { u32::MAX } else { to.0 };
+        // The wire: a naive-flooding frame above the MTU goes as segments
+        // too, each with the 4-byte segment header.
+        let (frames, bytes) = match self.mode {
+            Mode::Flood => match segment::plan(len, usize::from(self.caps.mtu)) {
+                Some((count, _)) if len > usize::from(self.caps.mtu) => {
+                    (u64::from(count), (len + wire::SEGMENT_HEADER_LEN * usize::from(count)) as u64)
+                }
+                _ => (1, len as u64),
+            },
+            Mode::Router => (1, len as u64),
+        };
+        match kind {
+            1 | 2 => self.tx.message += frames,
+            3 => self.tx.receipt += 1,
+            4 => self.tx.hello += 1,
+            5 => self.tx.summary += 1,
+            _ => self.tx.segment += 1,
+        }
+        if self.mode == Mode::Flood && frames > 1 {
+            self.tx.message -= frames;
+            self.tx.segment += frames;
+        }
+        self.tx.total += frames;
+        self.tx.bytes += bytes;
+        let m = &self.setup.sc.medium;
+        let ser = (bytes * 8 * 1_000_000).div_ceil(m.bandwidth_bps);
+        self.busy[i] = true;
+        let epoch = self.epoch[i];
+        self.push(self.now + ser, Ev::TxDone { node, epoch });
+        let data = match self.mode {
+            Mode::Router => {
+                let slot = match self.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.slab.push(Vec::with_capacity(MAX_FRAME_LEN));
+                        (self.slab.len() - 1) as u32
+                    }
+                };
+                let v = &mut self.slab[slot as usize];
+                v.clear();
+                v.extend_from_slice(&self.buf[..len]);
+                slot
+            }
+            Mode::Flood => data,
+        };
+        let frames_u16 = u16::try_from(frames).unwrap_or(u16::MAX);
+        let len = if self.mode == Mode::Flood { frames_u16 } else { len as u16 };
+        self.push(self.now + ser + m.latency_ms * 1000, Ev::Arrive { from: node, to, len, data });
+    }
+
+    fn arrive(&mut self, from: u32, to: u32, len: u16, data: u32) {
+        let receivers: Vec<u32> = if to == u32::MAX {
+            self.world.adj[from as usize].clone()
+        } else if self.links[from as usize].binary_search(&to).is_ok() {
+            vec![to]
+        } else {
+            self.tx_lost += 1;
+            Vec::new()
+        };
+        let loss = self.setup.sc.medium.loss;
+        for r in receivers {
+            if !self.up[r as usize] {
+                continue;
+            }
+            if loss > 0.0 {
+                // Flooding: `len` is the number of segments; losing any one
+                // loses the frame.
+                let k = if self.mode == Mode::Flood { i32::from(len) } else { 1 };
+                let p = 1.0 - (1.0 - loss).powi(k);
+                if self.loss_rng.random::<f64>() < p {
+                    continue;
+                }
+            }
+            self.frame_events += 1;
+            let link = if to == u32::MAX { RADIO } else { LinkId(from) };
+            let now = self.now_ms();
+            let i = r as usize;
+            match &mut self.nodes[i] {
+                Node::Relay(router) => {
+                    let bytes = &self.slab[data as usize][..usize::from(len)];
+                    let _ = router.handle_frame(now, link, bytes);
+                }
+                Node::End(ep) => {
+                    let bytes = &self.slab[data as usize][..usize::from(len)];
+                    let _ = ep.handle_frame(now, &mut self.rngs[i], link, bytes);
+                }
+                Node::Flood(f) => {
+                    if f.first_time(data) {
+                        if self.setup.traffic[data as usize].to == r {
+                            let st = &mut self.msgs[data as usize];
+                            if st.delivered.is_none() {
+                                st.delivered = Some(self.now);
+                                st.shown = 1;
+                                self.delivered += 1;
+                            }
+                        }
+                        if to == u32::MAX {
+                            f.queue.push_back((data, u32::MAX));
+                        } else {
+                            for &p in &self.links[i] {
+                                if p != from {
+                                    f.queue.push_back((data, p));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            self.service(r);
+        }
+        if self.mode == Mode::Router {
+            self.free.push(data);
+        }
+    }
+
+    fn send(&mut self, msg: u32) {
+        let m = self.setup.traffic[msg as usize];
+        let i = m.from as usize;
+        if !self.up[i] {
+            self.send_errors += 1;
+            return;
+        }
+        let now = self.now_ms();
+        let unix = UNIX_START + self.now / 1_000_000;
+        let broadcast = self.broadcast();
+        match &mut self.nodes[i] {
+            Node::End(ep) => {
+                let Some(to) = self.keys[m.to as usize] else {
+                    self.send_errors += 1;
+                    return;
+                };
+                let mut text = format!("message {msg} ");
+                let want = self.setup.sc.traffic.text_len as usize;
+                while text.len() < want {
+                    text.push('x');
+                }
+                text.truncate(want);
+                match ep.send(now, &mut self.rngs[i], unix, &to, &text) {
+                    Ok(id) => {
+                        self.ids.insert(id.0, msg);
+                        self.msgs[msg as usize].sent = true;
+                        self.sent += 1;
+                    }
+                    Err(_) => self.send_errors += 1,
+                }
+            }
+            Node::Flood(f) => {
+                f.first_time(msg);
+                if broadcast {
+                    f.queue.push_back((msg, u32::MAX));
+                } else {
+                    for &p in &self.links[i] {
+                        f.queue.push_back((msg, p));
+                    }
+                }
+                self.msgs[msg as usize].sent = true;
+                self.sent += 1;
+            }
+            Node::Relay(_) => self.send_errors += 1,
+        }
+        self.service(m.from);
+    }
+
+    // ----- metrics -------------------------------------------------------
+
+    fn sample(&mut self) {
+        let (mut held, mut held_max, mut seen, mut up) = (0u64, 0u32, 0u64, 0u32);
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !self.up[i] {
+                continue;
+            }
+            up += 1;
+            let (h, s) = match n {
+                Node::Relay(r) => (r.held() as u32, r.seen_len() as u64),
+                Node::End(ep) => (ep.router.held() as u32, ep.router.seen_len() as u64),
+                Node::Flood(f) => (f.queue.len() as u32, u64::from(f.seen_count())),
+            };
+            held += u64::from(h);
+            held_max = held_max.max(h);
+            seen += s;
+        }
+        let live = f64::from(up.max(1));
+        self.timeline.push(Sample {
+            t: self.now / 1_000_000,
+            sent: self.sent,
+            delivered: self.delivered,
+            acked: self.acked,
+            tx: self.tx.total,
+            held_mean: round4(held as f64 / live),
+            held_max,
+            seen_mean: round4(seen as f64 / live),
+            up,
+        });
+    }
+
+    fn finish(self) -> RunReport {
+        let mut lat: Vec<u64> = self
+            .msgs
+            .iter()
+            .zip(&self.setup.traffic)
+            .filter_map(|(s, m)| s.delivered.map(|d| d.saturating_sub(m.at) / 1000))
+            .collect();
+        lat.sort_unstable();
+        let mut totals = RouterTotals::default();
+        for n in &self.nodes {
+            let s = match n {
+                Node::Relay(r) => r.stats(),
+                Node::End(ep) => ep.router.stats(),
+                Node::Flood(_) => continue,
+            };
+            totals.frames_in += s.frames_in;
+            totals.duplicates += s.duplicates;
+            totals.malformed += s.malformed;
+            totals.rate_limited += s.rate_limited;
+            totals.evictions += s.evictions;
+            totals.receipts_valid += s.receipts_valid;
+            totals.receipts_refused += s.receipts_refused;
+        }
+        let (mut sent_contact, mut sent_first) = (0, 0);
+        for (s, m) in self.msgs.iter().zip(&self.setup.traffic) {
+            if s.sent {
+                if m.contact {
+                    sent_contact += 1;
+                } else {
+                    sent_first += 1;
+                }
+            }
+        }
+        let messages = self.setup.traffic.len() as u32;
+        RunReport {
+            mode: match self.mode {
+                Mode::Router => "router".to_owned(),
+                Mode::Flood => "flood".to_owned(),
+            },
+            messages,
+            sent: self.sent,
+            sent_contact,
+            sent_first,
+            delivered: self.delivered,
+            delivery_ratio: round4(f64::from(self.delivered) / f64::from(messages.max(1))),
+            acked: self.acked,
+            duplicate_deliveries: self.msgs.iter().map(|s| s.shown.saturating_sub(1)).sum(),
+            send_errors: self.send_errors,
+            latency_p50_ms: percentile(&lat, 50.0),
+            latency_p90_ms: percentile(&lat, 90.0),
+            latency_p99_ms: percentile(&lat, 99.0),
+            latency_ms: lat,
+            tx: self.tx,
+            tx_per_delivered: round4(self.tx.total as f64 / f64::from(self.delivered.max(1))),
+            tx_lost: self.tx_lost,
+            frame_events: self.frame_events,
+            router: totals,
+            timeline: self.timeline,
+        }
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
