@@ -119,9 +119,10 @@ fn real_main() -> Result<(), String> {
                 let (report, perf) = run_one(&sc, seed)?;
                 print!("{}", report.table(Some(&perf)));
                 let r = &report.router;
-                let (fd, ft, ftd, fp) = report.flood.as_ref().map_or((0.0, 0, 0.0, 0), |f| {
-                    (f.delivery_ratio, f.tx.total, f.tx_per_delivered, f.latency_p50_ms)
-                });
+                let (fd, ft, ftd, fp) = report
+                    .flood
+                    .as_ref()
+                    .map_or((0.0, 0, 0.0, 0), |f| (f.delivery_ratio, f.tx.total, f.tx_per_delivered, f.latency_p50_ms));
                 csv.push_str(&format!(
                     "{seed},{},{},{},{},{fd},{ft},{ftd},{fp},{:.2}\n",
                     r.delivery_ratio,

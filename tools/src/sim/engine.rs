@@ -17,25 +17,71 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use ferry_proto::endpoint::{ContactState, DeliveryState, Endpoint, Event as EpEvent};
+use ferry_proto::endpoint::{Carrier, ContactState, DeliveryState, Endpoint, Event as EpEvent};
 use ferry_proto::envelope::{Identity, PeerKey};
-use ferry_proto::router::{Config, DongleRouter, LinkCaps, LinkId};
+use ferry_proto::router::{Config, DongleRouter, HostRouter, LinkCaps, LinkId, Router, Stats};
 use ferry_proto::wire::{self, MAX_FRAME_LEN, SizeClass};
 use ferry_proto::{Instant, segment};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::report::{RouterTotals, RunReport, Sample, TxCounts, percentile};
-use super::scenario::{MediumKind, Pairs, Scenario};
+use super::scenario::{MediumKind, Pairs, RelayKind, Scenario};
 use super::world::World;
 
-/// The relay every node runs: the 64 KiB dongle router.
-pub type SimRouter = DongleRouter;
+/// What the simulator needs from a router: the driver's API (the
+/// endpoint's [`Carrier`]) plus the counters it reports. Every size of the
+/// real [`Router`] has it.
+pub trait SimRelay: Carrier + core::fmt::Debug {
+    /// Messages held in the store.
+    fn held(&self) -> usize;
+    /// Seen-table entries.
+    fn seen_len(&self) -> usize;
+    /// Counters.
+    fn stats(&self) -> Stats;
+}
+
+impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> SimRelay
+    for Router<S, L, D, LINKS, Q, R>
+{
+    fn held(&self) -> usize {
+        Router::held(self)
+    }
+    fn seen_len(&self) -> usize {
+        Router::seen_len(self)
+    }
+    fn stats(&self) -> Stats {
+        Router::stats(self)
+    }
+}
+
+/// The dongle router with a 16-link table (for point-to-point media, where
+/// the dongle's 4 links are too few for a dense neighbourhood).
+pub type Dongle16Router = Router<64, 8, 256, 16, 32, 2>;
+
 /// Contacts per endpoint.
 pub const CONTACTS: usize = 16;
 /// The endpoint of senders and recipients: 16 contacts, 256 tag entries, 16
-/// texts in flight, 64 replay entries, around a boxed dongle router.
-pub type SimEndpoint = Endpoint<Box<SimRouter>, CONTACTS, 256, 16, 64>;
+/// texts in flight, 64 replay entries, around a boxed router.
+pub type SimEndpoint = Endpoint<Box<dyn SimRelay>, CONTACTS, 256, 16, 64>;
+
+/// A fresh router of the scenario's kind.
+pub fn new_relay(kind: RelayKind) -> Box<dyn SimRelay> {
+    match kind {
+        RelayKind::Dongle => Box::new(DongleRouter::new(Config::DEFAULT)),
+        RelayKind::Dongle16 => Box::new(Dongle16Router::new(Config::DEFAULT)),
+        RelayKind::Host => Box::new(HostRouter::new(Config::DEFAULT)),
+    }
+}
+
+/// Bytes of one router of `kind`.
+pub fn relay_bytes(kind: RelayKind) -> usize {
+    match kind {
+        RelayKind::Dongle => core::mem::size_of::<DongleRouter>(),
+        RelayKind::Dongle16 => core::mem::size_of::<Dongle16Router>(),
+        RelayKind::Host => core::mem::size_of::<HostRouter>(),
+    }
+}
 
 /// The link id of the broadcast radio, at every node.
 const RADIO: LinkId = LinkId(u32::MAX);
@@ -282,7 +328,7 @@ impl FloodNode {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Node {
-    Relay(Box<SimRouter>),
+    Relay(Box<dyn SimRelay>),
     End(Box<SimEndpoint>),
     Flood(FloodNode),
 }
@@ -290,13 +336,30 @@ enum Node {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ev {
     /// A datagram arrives at `to` (`u32::MAX`: everyone in range of `from`).
-    Arrive { from: u32, to: u32, len: u16, data: u32 },
-    TxDone { node: u32, epoch: u32 },
-    Timer { node: u32 },
-    Send { msg: u32 },
-    Churn { node: u32 },
+    Arrive {
+        from: u32,
+        to: u32,
+        len: u16,
+        data: u32,
+    },
+    TxDone {
+        node: u32,
+        epoch: u32,
+    },
+    Timer {
+        node: u32,
+    },
+    Send {
+        msg: u32,
+    },
+    Churn {
+        node: u32,
+    },
     Tick,
-    Wall { index: u32, close: bool },
+    Wall {
+        index: u32,
+        close: bool,
+    },
     Sample,
 }
 
@@ -362,14 +425,6 @@ pub struct Sim<'a> {
     buf: Vec<u8>,
 }
 
-fn config() -> Config {
-    Config::DEFAULT
-}
-
-fn new_relay() -> Box<SimRouter> {
-    Box::new(SimRouter::new(config()))
-}
-
 impl<'a> Sim<'a> {
     /// Build the nodes for `mode` (endpoints get their identities and
     /// contacts; relays an empty router).
@@ -381,11 +436,11 @@ impl<'a> Sim<'a> {
         for (i, secret) in setup.secrets.iter().enumerate() {
             let node = match (mode, secret) {
                 (Mode::Flood, _) => Node::Flood(FloodNode::new(setup.traffic.len())),
-                (Mode::Router, None) => Node::Relay(new_relay()),
+                (Mode::Router, None) => Node::Relay(new_relay(sc.relay)),
                 (Mode::Router, Some(s)) => {
                     let id = Identity::from_secret_bytes(*s);
                     keys[i] = Some(id.public());
-                    let mut ep = Box::new(SimEndpoint::new(id, new_relay()));
+                    let mut ep = Box::new(SimEndpoint::new(id, new_relay(sc.relay)));
                     ep.set_lifetime_secs(sc.traffic.lifetime_secs);
                     Node::End(ep)
                 }
@@ -569,7 +624,7 @@ impl<'a> Sim<'a> {
         let i = node as usize;
         if self.mode == Mode::Router && matches!(self.nodes[i], Node::Relay(_)) && self.epoch[i] > 0 {
             // A dongle keeps nothing across a power cycle.
-            self.nodes[i] = Node::Relay(new_relay());
+            self.nodes[i] = Node::Relay(new_relay(self.setup.sc.relay));
         }
         if let Node::Flood(f) = &mut self.nodes[i]
             && self.epoch[i] > 0
@@ -999,7 +1054,17 @@ impl<'a> Sim<'a> {
             }
         }
         let messages = self.setup.traffic.len() as u32;
+        let ms = |t: Option<u64>, at: u64| t.map_or(-1, |t| (t.saturating_sub(at) / 1000) as i64);
+        let outcomes = self
+            .msgs
+            .iter()
+            .zip(&self.setup.traffic)
+            .map(|(s, m)| {
+                [i64::from(m.from), i64::from(m.to), i64::from(m.contact), ms(s.delivered, m.at), ms(s.acked, m.at)]
+            })
+            .collect();
         RunReport {
+            outcomes,
             mode: match self.mode {
                 Mode::Router => "router".to_owned(),
                 Mode::Flood => "flood".to_owned(),

@@ -14,7 +14,7 @@ pub mod world;
 
 use std::time::Instant as WallClock;
 
-use engine::{Mode, Setup, Sim, SimEndpoint, SimRouter};
+use engine::{Mode, Setup, Sim, SimEndpoint, relay_bytes};
 use report::{Perf, Report};
 use scenario::Scenario;
 
@@ -66,10 +66,16 @@ fn simulate_here(sc: &Scenario, seed: u64, progress: &mut (dyn FnMut(u8, u64) + 
         nodes: sc.nodes,
         endpoints: setup.endpoints.len() as u32,
         side_m: (setup.world.side * 10.0).round() / 10.0,
+        positions: setup
+            .world
+            .pos
+            .iter()
+            .map(|p| [(p[0] * 10.0).round() / 10.0, (p[1] * 10.0).round() / 10.0])
+            .collect(),
         mean_degree: (setup.world.mean_degree() * 100.0).round() / 100.0,
         largest_component: setup.largest_component,
-        relay_bytes: core::mem::size_of::<SimRouter>(),
-        endpoint_bytes: core::mem::size_of::<SimEndpoint>() + core::mem::size_of::<SimRouter>(),
+        relay_bytes: relay_bytes(sc.relay),
+        endpoint_bytes: core::mem::size_of::<SimEndpoint>() + relay_bytes(sc.relay),
         router,
         flood,
     };

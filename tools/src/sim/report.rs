@@ -111,6 +111,8 @@ pub struct RunReport {
     pub router: RouterTotals,
     /// Time series.
     pub timeline: Vec<Sample>,
+    /// Every message: `[from, to, contact (0/1), latency ms or -1, ack ms or -1]`.
+    pub outcomes: Vec<[i64; 5]>,
 }
 
 /// The metrics file.
@@ -126,11 +128,13 @@ pub struct Report {
     pub endpoints: u32,
     /// Side of the square, metres.
     pub side_m: f64,
+    /// Initial position of every node, metres (rounded to 0.1 m).
+    pub positions: Vec<[f64; 2]>,
     /// Mean degree of the initial graph.
     pub mean_degree: f64,
     /// Nodes in the largest connected component of the initial graph.
     pub largest_component: u32,
-    /// Bytes of one relay's state (`size_of::<DongleRouter>()`).
+    /// Bytes of one relay's state (`size_of` its router type).
     pub relay_bytes: usize,
     /// Bytes of one endpoint's state, its boxed router included.
     pub endpoint_bytes: usize,

@@ -49,6 +49,23 @@ pub struct Scenario {
     /// Also run naive flooding on the same graph and seed.
     #[serde(default = "yes")]
     pub baseline: bool,
+    /// The router every node runs.
+    #[serde(default = "dongle")]
+    pub relay: RelayKind,
+}
+
+/// Sizes of the real router the nodes run.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelayKind {
+    /// `DongleRouter`: 64 small + 8 large slots, 256 seen entries, 4 links
+    /// (under 64 KiB).
+    Dongle,
+    /// The dongle's store with a 16-link table.
+    #[serde(rename = "dongle-16")]
+    Dongle16,
+    /// `HostRouter` (about 3 MiB): the laptop daemon's.
+    Host,
 }
 
 /// A random geometric graph: nodes placed uniformly in a square, an edge
@@ -238,6 +255,9 @@ fn one() -> u64 {
 fn yes() -> bool {
     true
 }
+fn dongle() -> RelayKind {
+    RelayKind::Dongle
+}
 
 /// Why a scenario file was refused.
 #[derive(Debug)]
@@ -352,7 +372,9 @@ mod tests {
 
     #[test]
     fn minimal_file_gets_defaults_and_bad_values_say_which_field() {
-        let s = Scenario::from_toml("nodes = 10\nduration_secs = 60\n[traffic]\nmessages = 1\nendpoints = 2\ncontact_fraction = 1.0\nstart_secs = 1\nend_secs = 2\ntext_len = 10\nlifetime_secs = 60\npairs = \"any\"\n");
+        let s = Scenario::from_toml(
+            "nodes = 20\nduration_secs = 60\n[traffic]\nmessages = 1\nendpoints = 2\ncontact_fraction = 1.0\nstart_secs = 1\nend_secs = 2\ntext_len = 10\nlifetime_secs = 60\npairs = \"any\"\n",
+        );
         assert!(s.is_ok(), "{s:?}");
         let e = Scenario::from_toml("nodes = 1\nduration_secs = 60\n");
         assert!(matches!(e, Err(ScenarioError::Invalid { field: "nodes", .. })), "{e:?}");

@@ -74,14 +74,8 @@ impl World {
         let range = s.graph.range_m;
         let target = s.graph.mean_degree;
         let mut side = (n as f64 * std::f64::consts::PI * range * range / target).sqrt();
-        let mut world = World {
-            side,
-            range,
-            pos: Vec::new(),
-            motion: vec![Motion::Still; n],
-            walls: Vec::new(),
-            adj: Vec::new(),
-        };
+        let mut world =
+            World { side, range, pos: Vec::new(), motion: vec![Motion::Still; n], walls: Vec::new(), adj: Vec::new() };
         for _ in 0..4 {
             world.side = side;
             world.pos = unit.iter().map(|p| [p[0] * side, p[1] * side]).collect();
