@@ -20,13 +20,13 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use ferry_proto::endpoint::{Carrier, ContactState, DeliveryState, Endpoint, Event as EpEvent};
 use ferry_proto::envelope::{Identity, PeerKey};
 use ferry_proto::router::{Config, DongleRouter, HostRouter, LinkCaps, LinkId, Router, Stats};
-use ferry_proto::wire::{self, MAX_FRAME_LEN, SizeClass};
+use ferry_proto::wire::{self, Kind, MAX_FRAME_LEN, MessageFrame, MessageId, ReceiptRepr, SizeClass};
 use ferry_proto::{Instant, segment};
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 
 use super::report::{RouterTotals, RunReport, Sample, TxCounts, percentile};
-use super::scenario::{MediumKind, Pairs, RelayKind, Scenario};
+use super::scenario::{AdversaryKind, MediumKind, Pairs, RelayKind, Scenario};
 use super::world::World;
 
 /// What the simulator needs from a router: the driver's API (the
@@ -138,6 +138,9 @@ pub struct Setup {
     pub movers: Vec<u32>,
     /// Nodes in the largest component of the initial graph.
     pub largest_component: u32,
+    /// Hostile nodes: (node, kind, frames per second, radio multiple),
+    /// sorted by node.
+    pub adversaries: Vec<(u32, AdversaryKind, f64, f64)>,
 }
 
 /// SplitMix64: derive independent seeds from one.
@@ -232,6 +235,23 @@ impl Setup {
         if !movers.is_empty() {
             world.rebuild();
         }
+        let mut adversaries = Vec::new();
+        if let Some(c) = &sc.churn {
+            next += (c.fraction * relays.len() as f64).round() as usize;
+        }
+        let mut taken = vec![false; n as usize];
+        for a in &sc.adversaries {
+            for _ in 0..a.count {
+                let fits = |r: u32| {
+                    !taken[r as usize]
+                        && (!a.near_endpoint || world.adj[r as usize].iter().any(|&j| is_end[j as usize]))
+                };
+                let Some(&r) = relays.iter().skip(next).find(|&&r| fits(r)) else { break };
+                taken[r as usize] = true;
+                adversaries.push((r, a.kind, a.rate, a.radio_x));
+            }
+        }
+        adversaries.sort_by_key(|a| a.0);
         movers.sort_unstable();
         // Identities.
         let mut secrets = vec![None; n as usize];
@@ -297,6 +317,7 @@ impl Setup {
             traffic,
             churn,
             movers,
+            adversaries,
         }
     }
 }
@@ -307,13 +328,18 @@ impl Setup {
 struct FloodNode {
     seen: Vec<u64>,
     queue: VecDeque<(u32, u32)>,
+    /// An adversary's place in the baseline: hears, never sends.
+    silent: bool,
 }
 
 impl FloodNode {
     fn new(messages: usize) -> Self {
-        FloodNode { seen: vec![0; messages.div_ceil(64)], queue: VecDeque::new() }
+        FloodNode { seen: vec![0; messages.div_ceil(64)], queue: VecDeque::new(), silent: false }
     }
     fn first_time(&mut self, m: u32) -> bool {
+        if self.silent {
+            return false;
+        }
         let (w, b) = ((m / 64) as usize, m % 64);
         let Some(word) = self.seen.get_mut(w) else { return false };
         let new = *word & (1 << b) == 0;
@@ -325,12 +351,97 @@ impl FloodNode {
     }
 }
 
+/// A hostile node (SPEC §8's active attacker).
+#[derive(Debug)]
+struct Adv {
+    kind: AdversaryKind,
+    /// Bandwidth multiple of its radio.
+    radio_x: f64,
+    /// Microseconds between attempts.
+    gap: u64,
+    /// Message frames heard (replayer), most recent last.
+    heard: VecDeque<Vec<u8>>,
+    /// Message ids heard (forger).
+    ids: VecDeque<MessageId>,
+    next: usize,
+    rng: StdRng,
+}
+
+const ADV_MEMORY: usize = 256;
+
+impl Adv {
+    fn hear(&mut self, bytes: &[u8]) {
+        let Ok(m) = MessageFrame::new_checked(bytes) else { return };
+        if self.ids.len() >= ADV_MEMORY {
+            self.ids.pop_front();
+        }
+        self.ids.push_back(m.id());
+        if self.kind == AdversaryKind::Replayer {
+            if self.heard.len() >= ADV_MEMORY {
+                self.heard.pop_front();
+            }
+            self.heard.push_back(bytes.to_vec());
+        }
+    }
+
+    /// The next frame to send, written to `buf`; its length.
+    fn frame(&mut self, buf: &mut [u8], mtu: usize) -> Option<usize> {
+        match self.kind {
+            AdversaryKind::Dropper => None,
+            AdversaryKind::Flooder => {
+                let len = SizeClass::Small.frame_len();
+                let out = buf.get_mut(..len)?;
+                self.rng.fill_bytes(out);
+                let mut commit = [0u8; wire::COMMIT_LEN];
+                self.rng.fill_bytes(&mut commit);
+                let mut f = MessageFrame::new_unchecked(out);
+                f.emit_header(Kind::FirstContact, wire::MAX_HOPS_DEFAULT, wire::DEFAULT_LIFETIME_SECS, &commit);
+                f.fill_id();
+                Some(len)
+            }
+            AdversaryKind::Replayer => {
+                if self.heard.is_empty() {
+                    return None;
+                }
+                let k = self.next % self.heard.len();
+                self.next = self.next.wrapping_add(1);
+                let f = self.heard.get(k)?;
+                buf.get_mut(..f.len())?.copy_from_slice(f);
+                Some(f.len())
+            }
+            AdversaryKind::Garbage => {
+                let len = self.rng.random_range(1..=mtu.min(buf.len()));
+                let out = buf.get_mut(..len)?;
+                self.rng.fill_bytes(out);
+                // Half of it claims to be a version-1 frame of some kind.
+                if self.rng.random::<bool>()
+                    && let Some(b) = out.first_mut()
+                {
+                    *b = (1 << 5) | self.rng.random_range(1..=6u8);
+                }
+                Some(len)
+            }
+            AdversaryKind::Forger => {
+                if self.ids.is_empty() {
+                    return None;
+                }
+                let k = self.rng.random_range(0..self.ids.len());
+                let id = *self.ids.get(k)?;
+                let mut secret = [0u8; wire::RECEIPT_SECRET_LEN];
+                self.rng.fill_bytes(&mut secret);
+                ReceiptRepr { hops: wire::MAX_HOPS_DEFAULT, lifetime_secs: 3600, id, secret }.emit(buf).ok()
+            }
+        }
+    }
+}
+
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Node {
     Relay(Box<dyn SimRelay>),
     End(Box<SimEndpoint>),
     Flood(FloodNode),
+    Adv(Adv),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,6 +472,9 @@ enum Ev {
         close: bool,
     },
     Sample,
+    Attack {
+        node: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -414,6 +528,7 @@ pub struct Sim<'a> {
     ids: BTreeMap<[u8; 16], u32>,
     msgs: Vec<MsgState>,
     tx: TxCounts,
+    adv_tx: u64,
     tx_lost: u64,
     frame_events: u64,
     send_errors: u32,
@@ -433,11 +548,23 @@ impl<'a> Sim<'a> {
         let n = sc.nodes as usize;
         let mut nodes = Vec::with_capacity(n);
         let mut keys = vec![None; n];
+        let mut adv = setup.adversaries.iter().peekable();
         for (i, secret) in setup.secrets.iter().enumerate() {
-            let node = match (mode, secret) {
-                (Mode::Flood, _) => Node::Flood(FloodNode::new(setup.traffic.len())),
-                (Mode::Router, None) => Node::Relay(new_relay(sc.relay)),
-                (Mode::Router, Some(s)) => {
+            let hostile = adv.next_if(|a| a.0 as usize == i).map(|&(_, kind, rate, radio_x)| Adv {
+                kind,
+                radio_x,
+                gap: ((1e6 / rate).round() as u64).max(1),
+                heard: VecDeque::new(),
+                ids: VecDeque::new(),
+                next: 0,
+                rng: rng_for(setup.seed, S_NODE + (2 << 31) + i as u64),
+            });
+            let node = match (mode, secret, hostile) {
+                (Mode::Flood, _, Some(_)) => Node::Flood(FloodNode { silent: true, ..FloodNode::new(0) }),
+                (Mode::Router, _, Some(a)) => Node::Adv(a),
+                (Mode::Flood, _, None) => Node::Flood(FloodNode::new(setup.traffic.len())),
+                (Mode::Router, None, None) => Node::Relay(new_relay(sc.relay)),
+                (Mode::Router, Some(s), None) => {
                     let id = Identity::from_secret_bytes(*s);
                     keys[i] = Some(id.public());
                     let mut ep = Box::new(SimEndpoint::new(id, new_relay(sc.relay)));
@@ -492,6 +619,7 @@ impl<'a> Sim<'a> {
             ids: BTreeMap::new(),
             msgs: vec![MsgState::default(); setup.traffic.len()],
             tx: TxCounts::default(),
+            adv_tx: 0,
             tx_lost: 0,
             frame_events: 0,
             send_errors: 0,
@@ -541,6 +669,11 @@ impl<'a> Sim<'a> {
             self.push(tick * 1_000_000, Ev::Tick);
         }
         self.push(0, Ev::Sample);
+        for &(node, _, _, _) in &self.setup.adversaries {
+            if self.mode == Mode::Router {
+                self.push(1_000_000, Ev::Attack { node });
+            }
+        }
         let mut last_progress = 0;
         while let Some(Reverse(e)) = self.heap.pop() {
             if e.at > end {
@@ -577,7 +710,7 @@ impl<'a> Sim<'a> {
                 match &mut self.nodes[i] {
                     Node::Relay(r) => r.handle_timeout(now),
                     Node::End(ep) => ep.handle_timeout(now, &mut self.rngs[i]),
-                    Node::Flood(_) => {}
+                    Node::Flood(_) | Node::Adv(_) => {}
                 }
                 self.service(node);
             }
@@ -611,6 +744,31 @@ impl<'a> Sim<'a> {
                     self.sync_links();
                 }
             }
+            Ev::Attack { node } => {
+                let i = node as usize;
+                if let Node::Adv(a) = &self.nodes[i] {
+                    let gap = a.gap;
+                    self.push(self.now + gap, Ev::Attack { node });
+                }
+                if self.up[i] && !self.busy[i] {
+                    let mtu = usize::from(self.caps.mtu);
+                    let len = match &mut self.nodes[i] {
+                        Node::Adv(a) => a.frame(&mut self.buf, mtu),
+                        _ => None,
+                    };
+                    if let Some(len) = len {
+                        let to = if self.broadcast() {
+                            u32::MAX
+                        } else if self.links[i].is_empty() {
+                            return;
+                        } else {
+                            let k = self.loss_rng.random_range(0..self.links[i].len());
+                            self.links[i][k]
+                        };
+                        self.launch(node, len, to, u32::MAX, 0, true);
+                    }
+                }
+            }
             Ev::Sample => {
                 self.sample();
                 self.push(self.now + self.setup.sc.sample_secs * 1_000_000, Ev::Sample);
@@ -640,7 +798,7 @@ impl<'a> Sim<'a> {
             let ok = match &mut self.nodes[i] {
                 Node::Relay(r) => r.handle_link_up(now, &mut self.rngs[i], RADIO, caps),
                 Node::End(ep) => ep.handle_link_up(now, &mut self.rngs[i], RADIO, caps),
-                Node::Flood(_) => true,
+                Node::Flood(_) | Node::Adv(_) => true,
             };
             debug_assert!(ok, "the radio link is refused");
             self.service(node);
@@ -667,7 +825,7 @@ impl<'a> Sim<'a> {
         match &mut self.nodes[i] {
             Node::Relay(r) => r.handle_link_up(now, &mut self.rngs[i], LinkId(peer), caps),
             Node::End(ep) => ep.handle_link_up(now, &mut self.rngs[i], LinkId(peer), caps),
-            Node::Flood(_) => true,
+            Node::Flood(_) | Node::Adv(_) => true,
         }
     }
 
@@ -676,7 +834,7 @@ impl<'a> Sim<'a> {
         match &mut self.nodes[at as usize] {
             Node::Relay(r) => r.handle_link_down(now, LinkId(peer)),
             Node::End(ep) => ep.handle_link_down(now, LinkId(peer)),
-            Node::Flood(_) => {}
+            Node::Flood(_) | Node::Adv(_) => {}
         }
         let l = &mut self.links[at as usize];
         if let Ok(k) = l.binary_search(&peer) {
@@ -734,7 +892,7 @@ impl<'a> Sim<'a> {
                 match &mut self.nodes[i] {
                     Node::Relay(r) => r.handle_link_down(now, LinkId(p)),
                     Node::End(ep) => ep.handle_link_down(now, LinkId(p)),
-                    Node::Flood(_) => {}
+                    Node::Flood(_) | Node::Adv(_) => {}
                 }
             }
         }
@@ -758,7 +916,7 @@ impl<'a> Sim<'a> {
         let t = match &self.nodes[i] {
             Node::Relay(r) => r.poll_timeout(),
             Node::End(ep) => ep.poll_timeout(),
-            Node::Flood(_) => None,
+            Node::Flood(_) | Node::Adv(_) => None,
         };
         let at = match t {
             None => NONE,
@@ -803,7 +961,7 @@ impl<'a> Sim<'a> {
                     }
                 }
             }
-            Node::Flood(_) => {}
+            Node::Flood(_) | Node::Adv(_) => {}
         }
     }
 
@@ -823,8 +981,18 @@ impl<'a> Sim<'a> {
                 Some((m, to)) => (FLOOD_LEN, LinkId(to), m, 1),
                 None => return,
             },
+            // Hostile nodes send on their own schedule (`Ev::Attack`).
+            Node::Adv(_) => return,
         };
         let to = if self.broadcast() { u32::MAX } else { to.0 };
+        self.launch(node, len, to, data, kind, false);
+    }
+
+    /// Put a datagram on the air: the first `len` bytes of `self.buf` (or,
+    /// flooding, message `data`), counted by `kind` (byte 0's low bits), or
+    /// as an adversary's.
+    fn launch(&mut self, node: u32, len: usize, to: u32, data: u32, kind: u8, hostile: bool) {
+        let i = node as usize;
         // The wire: a naive-flooding frame above the MTU goes as segments
         // too, each with the 4-byte segment header.
         let (frames, bytes) = match self.mode {
@@ -837,6 +1005,7 @@ impl<'a> Sim<'a> {
             Mode::Router => (1, len as u64),
         };
         match kind {
+            _ if hostile => self.adv_tx += 1,
             1 | 2 => self.tx.message += frames,
             3 => self.tx.receipt += 1,
             4 => self.tx.hello += 1,
@@ -847,10 +1016,15 @@ impl<'a> Sim<'a> {
             self.tx.message -= frames;
             self.tx.segment += frames;
         }
-        self.tx.total += frames;
-        self.tx.bytes += bytes;
+        if !hostile {
+            self.tx.total += frames;
+            self.tx.bytes += bytes;
+        }
         let m = &self.setup.sc.medium;
-        let ser = (bytes * 8 * 1_000_000).div_ceil(m.bandwidth_bps);
+        let mut ser = (bytes * 8 * 1_000_000).div_ceil(m.bandwidth_bps);
+        if let Node::Adv(a) = &self.nodes[i] {
+            ser = ((ser as f64 / a.radio_x).ceil() as u64).max(1);
+        }
         self.busy[i] = true;
         let epoch = self.epoch[i];
         self.push(self.now + ser, Ev::TxDone { node, epoch });
@@ -898,7 +1072,9 @@ impl<'a> Sim<'a> {
                     continue;
                 }
             }
-            self.frame_events += 1;
+            if !matches!(self.nodes[r as usize], Node::Adv(_)) {
+                self.frame_events += 1;
+            }
             let link = if to == u32::MAX { RADIO } else { LinkId(from) };
             let now = self.now_ms();
             let i = r as usize;
@@ -910,6 +1086,10 @@ impl<'a> Sim<'a> {
                 Node::End(ep) => {
                     let bytes = &self.slab[data as usize][..usize::from(len)];
                     let _ = ep.handle_frame(now, &mut self.rngs[i], link, bytes);
+                }
+                Node::Adv(a) => {
+                    a.hear(&self.slab[data as usize][..usize::from(len)]);
+                    continue;
                 }
                 Node::Flood(f) => {
                     if f.first_time(data) {
@@ -983,7 +1163,7 @@ impl<'a> Sim<'a> {
                 self.msgs[msg as usize].sent = true;
                 self.sent += 1;
             }
-            Node::Relay(_) => self.send_errors += 1,
+            Node::Relay(_) | Node::Adv(_) => self.send_errors += 1,
         }
         self.service(m.from);
     }
@@ -1001,6 +1181,7 @@ impl<'a> Sim<'a> {
                 Node::Relay(r) => (r.held() as u32, r.seen_len() as u64),
                 Node::End(ep) => (ep.router.held() as u32, ep.router.seen_len() as u64),
                 Node::Flood(f) => (f.queue.len() as u32, u64::from(f.seen_count())),
+                Node::Adv(_) => (0, 0),
             };
             held += u64::from(h);
             held_max = held_max.max(h);
@@ -1033,7 +1214,7 @@ impl<'a> Sim<'a> {
             let s = match n {
                 Node::Relay(r) => r.stats(),
                 Node::End(ep) => ep.router.stats(),
-                Node::Flood(_) => continue,
+                Node::Flood(_) | Node::Adv(_) => continue,
             };
             totals.frames_in += s.frames_in;
             totals.duplicates += s.duplicates;
@@ -1083,6 +1264,7 @@ impl<'a> Sim<'a> {
             latency_p99_ms: percentile(&lat, 99.0),
             latency_ms: lat,
             tx: self.tx,
+            adversary_tx: self.adv_tx,
             tx_per_delivered: round4(self.tx.total as f64 / f64::from(self.delivered.max(1))),
             tx_lost: self.tx_lost,
             frame_events: self.frame_events,

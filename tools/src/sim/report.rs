@@ -99,8 +99,10 @@ pub struct RunReport {
     pub latency_p99_ms: u64,
     /// Every delivered message's latency, milliseconds, sorted (the CDF).
     pub latency_ms: Vec<u64>,
-    /// Frames sent.
+    /// Frames sent by honest nodes.
     pub tx: TxCounts,
+    /// Frames sent by adversaries (not in `tx`).
+    pub adversary_tx: u64,
     /// `tx.total / delivered`.
     pub tx_per_delivered: f64,
     /// Transmissions the radio could not make (link down, node off).

@@ -52,8 +52,51 @@ pub struct Scenario {
     /// The router every node runs.
     #[serde(default = "dongle")]
     pub relay: RelayKind,
+    /// Hostile nodes (they act in the router run only; in the flooding
+    /// baseline they are silent).
+    #[serde(default, rename = "adversary")]
+    pub adversaries: Vec<Adversary>,
 }
 
+/// What a hostile node does.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdversaryKind {
+    /// Sends fresh, well-formed message frames (valid ids, junk bodies) as
+    /// fast as `rate` asks and its radio allows.
+    Flooder,
+    /// Sends again message frames it heard earlier.
+    Replayer,
+    /// Hears everything, sends nothing.
+    Dropper,
+    /// Sends random bytes.
+    Garbage,
+    /// Sends receipts with made-up secrets for ids it heard.
+    Forger,
+}
+
+/// A group of hostile nodes, placed on randomly chosen relays, or next to
+/// endpoints (`near_endpoint`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Adversary {
+    /// What they do.
+    pub kind: AdversaryKind,
+    /// How many.
+    #[serde(default = "one_u32")]
+    pub count: u32,
+    /// Frames per second each tries to send (its radio sends at most its
+    /// bandwidth's worth; above that it is always busy).
+    #[serde(default = "hundred")]
+    pub rate: f64,
+    /// Place each one on a relay that neighbours an endpoint.
+    #[serde(default)]
+    pub near_endpoint: bool,
+    /// Its radio's bandwidth as a multiple of the medium's (10: it can put
+    /// ten times an honest node's frames on the air).
+    #[serde(default = "one_f64")]
+    pub radio_x: f64,
+}
 /// Sizes of the real router the nodes run.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -255,6 +298,15 @@ fn one() -> u64 {
 fn yes() -> bool {
     true
 }
+fn one_u32() -> u32 {
+    1
+}
+fn one_f64() -> f64 {
+    1.0
+}
+fn hundred() -> f64 {
+    100.0
+}
 fn dongle() -> RelayKind {
     RelayKind::Dongle
 }
@@ -354,6 +406,10 @@ impl Scenario {
             check(c.route.iter().flatten().all(|&v| fraction(v)), "carrier.route", "coordinates in [0, 1]")?;
             check(c.speed > 0.0 && c.speed.is_finite(), "carrier.speed", "a positive speed")?;
             check(c.pause_secs >= 0.0 && c.pause_secs.is_finite(), "carrier.pause_secs", "0 or more")?;
+        }
+        for a in &self.adversaries {
+            check(a.rate > 0.0 && a.rate <= 1e6, "adversary.rate", "0 < rate <= 1000000 frames/s")?;
+            check(a.radio_x >= 1.0 && a.radio_x <= 1000.0, "adversary.radio_x", "1 to 1000")?;
         }
         let relays = self.nodes.saturating_sub(t.endpoints);
         check(self.carriers.len() as u64 <= u64::from(relays), "carrier", "no more carriers than relays")?;
