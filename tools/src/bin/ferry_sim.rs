@@ -7,8 +7,9 @@
 //! ```
 //!
 //! `run` prints a summary and writes `metrics.json` (deterministic: same
-//! scenario and seed, same bytes) and `perf.json` (wall-clock figures) to
-//! `--out`. `sweep` runs every seed of a range and writes one directory per
+//! scenario and seed, same bytes), `perf.json` (wall-clock figures) and the
+//! plots (`delivery`, `latency_cdf`, `transmissions`, `store`, each `.svg`
+//! and `.png`) to `--out`. `sweep` runs every seed of a range and writes one directory per
 //! seed plus `sweep.csv`.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ferry_tools::sim::plot::write_plots;
 use ferry_tools::sim::report::{Perf, Report};
 use ferry_tools::sim::scenario::Scenario;
 use ferry_tools::sim::simulate;
@@ -95,6 +97,9 @@ fn write_outputs(dir: &Path, report: &Report, perf: &Perf) -> Result<(), String>
     let perf = serde_json::to_string_pretty(perf).map_err(|e| e.to_string())?;
     let path = dir.join("perf.json");
     std::fs::write(&path, perf + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if let Err(e) = write_plots(report, dir) {
+        eprintln!("ferry-sim: no plots: {e}");
+    }
     Ok(())
 }
 

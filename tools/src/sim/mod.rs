@@ -8,6 +8,7 @@
 //! graph, traffic and seed, the baseline every figure is compared with.
 
 pub mod engine;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod world;
