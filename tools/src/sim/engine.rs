@@ -266,16 +266,26 @@ impl Setup {
         let mut count = vec![0usize; n as usize];
         let mut traffic = Vec::new();
         let span = (t.end_secs - t.start_secs) as f64;
+        let mut reach: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for _ in 0..t.messages {
             let at = ((t.start_secs as f64 + trng.random::<f64>() * span) * 1e6) as u64;
             let want_contact = trng.random::<f64>() < t.contact_fraction;
             let mut pick = || {
-                let a = endpoints[trng.random_range(0..endpoints.len())];
-                let mut b = a;
-                while b == a {
-                    b = endpoints[trng.random_range(0..endpoints.len())];
+                for _ in 0..1000 {
+                    let a = endpoints[trng.random_range(0..endpoints.len())];
+                    let near: &Vec<u32> = match t.max_hops {
+                        None => &endpoints,
+                        Some(h) => reach.entry(a).or_insert_with(|| within(&world.adj, a, h, &is_end)),
+                    };
+                    if near.iter().any(|&b| b != a) {
+                        let mut b = a;
+                        while b == a {
+                            b = near[trng.random_range(0..near.len())];
+                        }
+                        return (a, b);
+                    }
                 }
-                (a, b)
+                (endpoints[0], endpoints[endpoints.len() - 1])
             };
             let mut chosen = None;
             for _ in 0..100 {
@@ -320,6 +330,26 @@ impl Setup {
             adversaries,
         }
     }
+}
+
+/// Endpoints at most `hops` hops from `a` (breadth-first), sorted.
+fn within(adj: &[Vec<u32>], a: u32, hops: u32, is_end: &[bool]) -> Vec<u32> {
+    let mut dist: BTreeMap<u32, u32> = BTreeMap::new();
+    dist.insert(a, 0);
+    let mut frontier = vec![a];
+    for d in 1..=hops {
+        let mut next = Vec::new();
+        for v in frontier {
+            for &w in &adj[v as usize] {
+                if let std::collections::btree_map::Entry::Vacant(e) = dist.entry(w) {
+                    e.insert(d);
+                    next.push(w);
+                }
+            }
+        }
+        frontier = next;
+    }
+    dist.into_keys().filter(|&v| is_end[v as usize]).collect()
 }
 
 /// A naive-flooding node: remembers every id (unbounded) and sends each new

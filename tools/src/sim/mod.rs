@@ -75,6 +75,7 @@ fn simulate_here(sc: &Scenario, seed: u64, progress: &mut (dyn FnMut(u8, u64) + 
             .collect(),
         mean_degree: (setup.world.mean_degree() * 100.0).round() / 100.0,
         largest_component: setup.largest_component,
+        fast_dh: cfg!(feature = "fast-dh"),
         relay_bytes: relay_bytes(sc.relay),
         endpoint_bytes: core::mem::size_of::<SimEndpoint>() + relay_bytes(sc.relay),
         router,

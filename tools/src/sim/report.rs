@@ -136,6 +136,9 @@ pub struct Report {
     pub mean_degree: f64,
     /// Nodes in the largest connected component of the initial graph.
     pub largest_component: u32,
+    /// Whether the fast, insecure Diffie-Hellman stand-in was compiled in
+    /// (feature `fast-dh`); real X25519 otherwise.
+    pub fast_dh: bool,
     /// Bytes of one relay's state (`size_of` its router type).
     pub relay_bytes: usize,
     /// Bytes of one endpoint's state, its boxed router included.
@@ -178,7 +181,13 @@ impl Report {
             "scenario {} seed {}: {} nodes ({} endpoints), mean degree {:.1}, largest component {}",
             self.scenario, self.seed, self.nodes, self.endpoints, self.mean_degree, self.largest_component
         );
-        let _ = writeln!(s, "per-node state: relay {} B, endpoint {} B", self.relay_bytes, self.endpoint_bytes);
+        let _ = writeln!(
+            s,
+            "per-node state: relay {} B, endpoint {} B; crypto: {}",
+            self.relay_bytes,
+            self.endpoint_bytes,
+            if self.fast_dh { "FAST DH STAND-IN (not X25519)" } else { "real X25519" }
+        );
         let _ = writeln!(
             s,
             "{:<8} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",

@@ -194,6 +194,10 @@ pub struct Traffic {
     pub lifetime_secs: u32,
     /// Where endpoints are drawn from.
     pub pairs: Pairs,
+    /// If set, a recipient is at most this many hops from its sender in
+    /// the initial graph (to measure the router within its hop budget).
+    #[serde(default)]
+    pub max_hops: Option<u32>,
 }
 
 impl Default for Traffic {
@@ -207,6 +211,7 @@ impl Default for Traffic {
             text_len: 60,
             lifetime_secs: 24 * 3600,
             pairs: Pairs::Connected,
+            max_hops: None,
         }
     }
 }
@@ -385,6 +390,7 @@ impl Scenario {
         check(t.end_secs <= self.duration_secs, "traffic.end_secs", "within duration_secs")?;
         check((1..=100).contains(&t.text_len), "traffic.text_len", "1 to 100 bytes")?;
         check(t.lifetime_secs >= 1, "traffic.lifetime_secs", "at least 1")?;
+        check(t.max_hops.is_none_or(|h| h >= 1), "traffic.max_hops", "at least 1")?;
         for p in &self.partitions {
             check(p.start_secs <= p.end_secs, "partition.end_secs", "not before start_secs")?;
             check(fraction(p.at), "partition.at", "in [0, 1]")?;
