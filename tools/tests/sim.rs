@@ -97,3 +97,28 @@ fn point_to_point_links_validate_and_deliver() {
     assert!(r.router.delivery_ratio >= 0.95, "router delivered {}/{}", r.router.delivered, r.router.messages);
     assert_eq!(r.router.duplicate_deliveries, 0);
 }
+
+#[test]
+fn every_adversary_runs_and_honest_traffic_is_counted_apart() {
+    use ferry_tools::sim::scenario::{Adversary, AdversaryKind};
+    let mut sc = scenario("");
+    sc.duration_secs = 60;
+    sc.adversaries = [
+        AdversaryKind::Flooder,
+        AdversaryKind::Replayer,
+        AdversaryKind::Dropper,
+        AdversaryKind::Garbage,
+        AdversaryKind::Forger,
+    ]
+    .into_iter()
+    .map(|kind| Adversary { kind, count: 1, rate: 10.0, near_endpoint: true, radio_x: 1.0 })
+    .collect();
+    let r = run(&sc, 4);
+    assert!(r.router.adversary_tx > 0, "adversaries sent nothing");
+    assert_eq!(r.router.duplicate_deliveries, 0, "a replay was shown twice");
+    assert!(r.router.router.receipts_refused > 0, "forged receipts were not refused");
+    assert!(r.router.router.malformed > 0, "garbage was not refused");
+    assert!(r.router.delivered > 0);
+    let f = r.flood.as_ref().map_or(1, |f| f.adversary_tx);
+    assert_eq!(f, 0, "adversaries are silent in the baseline");
+}

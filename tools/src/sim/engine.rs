@@ -528,6 +528,8 @@ impl PartialOrd for Entry {
 #[derive(Clone, Copy, Debug, Default)]
 struct MsgState {
     sent: bool,
+    /// No path from sender to recipient when it was sent.
+    cut: bool,
     delivered: Option<u64>,
     acked: Option<u64>,
     shown: u32,
@@ -568,6 +570,9 @@ pub struct Sim<'a> {
     timeline: Vec<Sample>,
     caps: LinkCaps,
     buf: Vec<u8>,
+    /// Breadth-first search marks (stamped, so never cleared).
+    mark: Vec<u32>,
+    stamp: u32,
 }
 
 impl<'a> Sim<'a> {
@@ -659,6 +664,8 @@ impl<'a> Sim<'a> {
             timeline: Vec::new(),
             caps,
             buf: vec![0; MAX_FRAME_LEN],
+            mark: vec![0; n],
+            stamp: 0,
         }
     }
 
@@ -1150,8 +1157,29 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Whether `b` can be reached from `a` now (nodes on, in range, no wall).
+    fn connected(&mut self, a: u32, b: u32) -> bool {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let mut queue = VecDeque::from([a]);
+        self.mark[a as usize] = stamp;
+        while let Some(v) = queue.pop_front() {
+            if v == b {
+                return true;
+            }
+            for &w in &self.world.adj[v as usize] {
+                if self.mark[w as usize] != stamp && self.up[w as usize] {
+                    self.mark[w as usize] = stamp;
+                    queue.push_back(w);
+                }
+            }
+        }
+        false
+    }
+
     fn send(&mut self, msg: u32) {
         let m = self.setup.traffic[msg as usize];
+        self.msgs[msg as usize].cut = !self.connected(m.from, m.to);
         let i = m.from as usize;
         if !self.up[i] {
             self.send_errors += 1;
@@ -1274,8 +1302,12 @@ impl<'a> Sim<'a> {
                 [i64::from(m.from), i64::from(m.to), i64::from(m.contact), ms(s.delivered, m.at), ms(s.acked, m.at)]
             })
             .collect();
+        let cut = self.msgs.iter().filter(|s| s.cut).count() as u32;
+        let cut_delivered = self.msgs.iter().filter(|s| s.cut && s.delivered.is_some()).count() as u32;
         RunReport {
             outcomes,
+            disconnected_at_send: cut,
+            delivered_disconnected: cut_delivered,
             mode: match self.mode {
                 Mode::Router => "router".to_owned(),
                 Mode::Flood => "flood".to_owned(),

@@ -87,6 +87,11 @@ pub struct RunReport {
     pub delivery_ratio: f64,
     /// Messages whose sender saw the receipt.
     pub acked: u32,
+    /// Messages with no path from sender to recipient when sent (a
+    /// partition, churn or distance): only carriers can bring them.
+    pub disconnected_at_send: u32,
+    /// Of those, how many arrived anyway (carried across).
+    pub delivered_disconnected: u32,
     /// A text shown twice (must be 0).
     pub duplicate_deliveries: u32,
     /// Submission failures.
@@ -222,6 +227,18 @@ impl Report {
                 r.tx.hello + r.tx.summary,
                 held_max
             );
+        }
+        for r in std::iter::once(&self.router).chain(self.flood.as_ref()) {
+            if r.disconnected_at_send > 0 {
+                let _ = writeln!(
+                    s,
+                    "{}: {} messages had no path when sent; {} of them were carried across",
+                    r.mode, r.disconnected_at_send, r.delivered_disconnected
+                );
+            }
+            if r.adversary_tx > 0 {
+                let _ = writeln!(s, "{}: adversaries sent {} frames", r.mode, r.adversary_tx);
+            }
         }
         if let Some(f) = &self.flood
             && f.tx.total > 0
