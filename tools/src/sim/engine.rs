@@ -563,6 +563,7 @@ pub struct Sim<'a> {
     adv_tx: u64,
     tx_lost: u64,
     frame_events: u64,
+    timer_events: u64,
     send_errors: u32,
     sent: u32,
     delivered: u32,
@@ -657,6 +658,7 @@ impl<'a> Sim<'a> {
             adv_tx: 0,
             tx_lost: 0,
             frame_events: 0,
+            timer_events: 0,
             send_errors: 0,
             sent: 0,
             delivered: 0,
@@ -743,6 +745,7 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 self.timer_at[i] = NONE;
+                self.timer_events += 1;
                 let now = self.now_ms();
                 match &mut self.nodes[i] {
                     Node::Relay(r) => r.handle_timeout(now),
@@ -1330,6 +1333,7 @@ impl<'a> Sim<'a> {
             tx_per_delivered: round4(self.tx.total as f64 / f64::from(self.delivered.max(1))),
             tx_lost: self.tx_lost,
             frame_events: self.frame_events,
+            timer_events: self.timer_events,
             router: totals,
             timeline: self.timeline,
         }

@@ -114,6 +114,8 @@ pub struct RunReport {
     pub tx_lost: u64,
     /// Frame events: `handle_frame` calls (flooding: receptions).
     pub frame_events: u64,
+    /// Timer events: `handle_timeout` calls.
+    pub timer_events: u64,
     /// Router counters (zero for flooding).
     pub router: RouterTotals,
     /// Time series.
@@ -235,6 +237,9 @@ impl Report {
                     "{}: {} messages had no path when sent; {} of them were carried across",
                     r.mode, r.disconnected_at_send, r.delivered_disconnected
                 );
+            }
+            if r.timer_events > 0 {
+                let _ = writeln!(s, "{}: {} frame events, {} timer events", r.mode, r.frame_events, r.timer_events);
             }
             if r.adversary_tx > 0 {
                 let _ = writeln!(s, "{}: adversaries sent {} frames", r.mode, r.adversary_tx);
