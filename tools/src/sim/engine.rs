@@ -21,7 +21,7 @@ use ferry_proto::endpoint::{Carrier, ContactState, DeliveryState, Endpoint, Even
 use ferry_proto::envelope::{Identity, PeerKey};
 use ferry_proto::router::{Config, DongleRouter, HostRouter, LinkCaps, LinkId, Router, Stats};
 use ferry_proto::wire::{self, Kind, MAX_FRAME_LEN, MessageFrame, MessageId, ReceiptRepr, SizeClass};
-use ferry_proto::{Instant, segment};
+use ferry_proto::{Duration, Instant, segment};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
@@ -66,11 +66,28 @@ pub const CONTACTS: usize = 16;
 pub type SimEndpoint = Endpoint<Box<dyn SimRelay>, CONTACTS, 256, 16, 64>;
 
 /// A fresh router of the scenario's kind.
-pub fn new_relay(kind: RelayKind) -> Box<dyn SimRelay> {
+pub fn new_relay(kind: RelayKind, config: Config) -> Box<dyn SimRelay> {
     match kind {
-        RelayKind::Dongle => Box::new(DongleRouter::new(Config::DEFAULT)),
-        RelayKind::Dongle16 => Box::new(Dongle16Router::new(Config::DEFAULT)),
-        RelayKind::Host => Box::new(HostRouter::new(Config::DEFAULT)),
+        RelayKind::Dongle => Box::new(DongleRouter::new(config)),
+        RelayKind::Dongle16 => Box::new(Dongle16Router::new(config)),
+        RelayKind::Host => Box::new(HostRouter::new(config)),
+    }
+}
+
+/// The router configuration a scenario asks for.
+pub fn router_config(sc: &Scenario) -> Config {
+    let o = &sc.router_config;
+    let d = Config::DEFAULT;
+    Config {
+        max_lifetime_secs: o.max_lifetime_secs.unwrap_or(d.max_lifetime_secs),
+        link_rate: o.link_rate.unwrap_or(d.link_rate),
+        link_burst: o.link_burst.unwrap_or(d.link_burst),
+        hello_retry: o.hello_retry_ms.map_or(d.hello_retry, Duration::from_millis),
+        hello_retries: o.hello_retries.unwrap_or(d.hello_retries),
+        max_summary_frames: o.max_summary_frames.unwrap_or(d.max_summary_frames),
+        resync: o.resync_ms.map_or(d.resync, Duration::from_millis),
+        own_quota: o.own_quota.unwrap_or(d.own_quota),
+        link_ups_per_sec: o.link_ups_per_sec.unwrap_or(d.link_ups_per_sec),
     }
 }
 
@@ -585,6 +602,7 @@ impl<'a> Sim<'a> {
         let mut nodes = Vec::with_capacity(n);
         let mut keys = vec![None; n];
         let mut adv = setup.adversaries.iter().peekable();
+        let config = router_config(sc);
         for (i, secret) in setup.secrets.iter().enumerate() {
             let hostile = adv.next_if(|a| a.0 as usize == i).map(|&(_, kind, rate, radio_x)| Adv {
                 kind,
@@ -599,12 +617,15 @@ impl<'a> Sim<'a> {
                 (Mode::Flood, _, Some(_)) => Node::Flood(FloodNode { silent: true, ..FloodNode::new(0) }),
                 (Mode::Router, _, Some(a)) => Node::Adv(a),
                 (Mode::Flood, _, None) => Node::Flood(FloodNode::new(setup.traffic.len())),
-                (Mode::Router, None, None) => Node::Relay(new_relay(sc.relay)),
+                (Mode::Router, None, None) => Node::Relay(new_relay(sc.relay, config)),
                 (Mode::Router, Some(s), None) => {
                     let id = Identity::from_secret_bytes(*s);
                     keys[i] = Some(id.public());
-                    let mut ep = Box::new(SimEndpoint::new(id, new_relay(sc.relay)));
+                    let mut ep = Box::new(SimEndpoint::new(id, new_relay(sc.relay, config)));
                     ep.set_lifetime_secs(sc.traffic.lifetime_secs);
+                    if let Some(r) = sc.router_config.first_contact_rate {
+                        ep.set_first_contact_rate(r);
+                    }
                     Node::End(ep)
                 }
             };
@@ -822,7 +843,7 @@ impl<'a> Sim<'a> {
         let i = node as usize;
         if self.mode == Mode::Router && matches!(self.nodes[i], Node::Relay(_)) && self.epoch[i] > 0 {
             // A dongle keeps nothing across a power cycle.
-            self.nodes[i] = Node::Relay(new_relay(self.setup.sc.relay));
+            self.nodes[i] = Node::Relay(new_relay(self.setup.sc.relay, router_config(&self.setup.sc)));
         }
         if let Node::Flood(f) = &mut self.nodes[i]
             && self.epoch[i] > 0
@@ -1280,6 +1301,7 @@ impl<'a> Sim<'a> {
             totals.frames_in += s.frames_in;
             totals.duplicates += s.duplicates;
             totals.malformed += s.malformed;
+            totals.bad_id += s.bad_id;
             totals.rate_limited += s.rate_limited;
             totals.evictions += s.evictions;
             totals.receipts_valid += s.receipts_valid;

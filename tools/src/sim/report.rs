@@ -58,6 +58,9 @@ pub struct RouterTotals {
     pub duplicates: u64,
     /// Dropped as malformed.
     pub malformed: u64,
+    /// Message frames dropped for a wrong id (also: segments of different
+    /// senders reassembled together).
+    pub bad_id: u64,
     /// Dropped by a link's rate limit.
     pub rate_limited: u64,
     /// Store evictions.

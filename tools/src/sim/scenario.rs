@@ -52,10 +52,41 @@ pub struct Scenario {
     /// The router every node runs.
     #[serde(default = "dongle")]
     pub relay: RelayKind,
+    /// Overrides of the router's runtime configuration (`router::Config`)
+    /// and the endpoint's, for tuning; unset fields keep the defaults.
+    #[serde(default)]
+    pub router_config: RouterConfig,
     /// Hostile nodes (they act in the router run only; in the flooding
     /// baseline they are silent).
     #[serde(default, rename = "adversary")]
     pub adversaries: Vec<Adversary>,
+}
+
+/// Overrides of `ferry_proto::router::Config` (SPEC §6.7) and of the
+/// endpoint's first-contact trial rate.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Cap on the remaining lifetime a node accepts, seconds.
+    pub max_lifetime_secs: Option<u32>,
+    /// Frames per second accepted from one link.
+    pub link_rate: Option<u32>,
+    /// Token bucket depth.
+    pub link_burst: Option<u32>,
+    /// First hello retry delay, milliseconds.
+    pub hello_retry_ms: Option<u64>,
+    /// Hello retries.
+    pub hello_retries: Option<u8>,
+    /// Summary frames per round.
+    pub max_summary_frames: Option<u8>,
+    /// Summary round interval, milliseconds.
+    pub resync_ms: Option<u64>,
+    /// Store slots per class for own messages.
+    pub own_quota: Option<usize>,
+    /// Link-ups accepted per second.
+    pub link_ups_per_sec: Option<u32>,
+    /// First-contact trial decryptions per second per link (endpoints).
+    pub first_contact_rate: Option<u32>,
 }
 
 /// What a hostile node does.
