@@ -4,13 +4,15 @@
 //! ```text
 //! ferry-sim run scenarios/small.toml --seed 1 --out out/small
 //! ferry-sim sweep scenarios/small.toml --seeds 1..5 --out out/sweep
+//! ferry-sim sweep scenarios/mobile-churn.toml --seeds 1..3 --set router_config.resync_ms=2000,15000
 //! ```
 //!
 //! `run` prints a summary and writes `metrics.json` (deterministic: same
 //! scenario and seed, same bytes), `perf.json` (wall-clock figures) and the
 //! plots (`delivery`, `latency_cdf`, `transmissions`, `store`, each `.svg`
-//! and `.png`) to `--out`. `sweep` runs every seed of a range and writes one directory per
-//! seed plus `sweep.csv`.
+//! and `.png`) to `--out`. `sweep` runs every seed of a range (and every value of a
+//! parameter given with `--set`) and writes one directory per run plus
+//! `sweep.csv`.
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
@@ -44,13 +46,18 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Run one scenario with every seed of a range `A..B` (B excluded).
+    /// Run one scenario with every seed of a range `A..B` (B excluded),
+    /// and with every value of one parameter (`--set KEY=V1,V2,...`).
     Sweep {
         /// The scenario file (TOML).
         file: PathBuf,
         /// Seeds, `A..B`.
         #[arg(long, default_value = "1..4")]
         seeds: String,
+        /// A parameter to sweep: a dotted key and comma-separated TOML
+        /// values, e.g. `router_config.resync_ms=2000,5000,15000`.
+        #[arg(long)]
+        set: Option<String>,
         /// Directory for one subdirectory per seed and sweep.csv.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -114,38 +121,61 @@ fn real_main() -> Result<(), String> {
                 write_outputs(&dir, &report, &perf)?;
             }
         }
-        Cmd::Sweep { file, seeds, out } => {
-            let sc = Scenario::load(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        Cmd::Sweep { file, seeds, set, out } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let (a, b) = parse_range(&seeds).ok_or_else(|| format!("--seeds {seeds}: expected A..B with A < B"))?;
+            // (label, scenario) for every value of the swept parameter.
+            let mut variants = Vec::new();
+            match &set {
+                None => {
+                    let sc = Scenario::from_toml(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+                    variants.push((String::new(), sc));
+                }
+                Some(set) => {
+                    let (key, values) =
+                        set.split_once('=').ok_or_else(|| format!("--set {set}: expected KEY=V1,V2,..."))?;
+                    for v in values.split(',') {
+                        let sc = Scenario::from_toml_with(&text, key, v.trim())
+                            .map_err(|e| format!("{} with {key}={v}: {e}", file.display()))?;
+                        variants.push((format!("{key}={}", v.trim()), sc));
+                    }
+                }
+            }
             let mut csv = String::from(
-                "seed,router_delivery,router_tx,router_tx_per_delivered,router_p50_ms,flood_delivery,flood_tx,flood_tx_per_delivered,flood_p50_ms,wall_secs\n",
+                "param,seed,router_delivery,router_tx,router_tx_per_delivered,router_p50_ms,router_p90_ms,flood_delivery,flood_tx,flood_tx_per_delivered,flood_p50_ms,wall_secs\n",
             );
-            for seed in a..b {
-                let (report, perf) = run_one(&sc, seed)?;
-                print!("{}", report.table(Some(&perf)));
-                let r = &report.router;
-                let (fd, ft, ftd, fp) = report
-                    .flood
-                    .as_ref()
-                    .map_or((0.0, 0, 0.0, 0), |f| (f.delivery_ratio, f.tx.total, f.tx_per_delivered, f.latency_p50_ms));
-                csv.push_str(&format!(
-                    "{seed},{},{},{},{},{fd},{ft},{ftd},{fp},{:.2}\n",
-                    r.delivery_ratio,
-                    r.tx.total,
-                    r.tx_per_delivered,
-                    r.latency_p50_ms,
-                    perf.router_wall_secs + perf.flood_wall_secs
-                ));
-                if let Some(dir) = &out {
-                    write_outputs(&dir.join(format!("seed-{seed}")), &report, &perf)?;
+            for (label, sc) in &variants {
+                for seed in a..b {
+                    if !label.is_empty() {
+                        println!("== {label}");
+                    }
+                    let (report, perf) = run_one(sc, seed)?;
+                    print!("{}", report.table(Some(&perf)));
+                    let r = &report.router;
+                    let (fd, ft, ftd, fp) = report.flood.as_ref().map_or((0.0, 0, 0.0, 0), |f| {
+                        (f.delivery_ratio, f.tx.total, f.tx_per_delivered, f.latency_p50_ms)
+                    });
+                    csv.push_str(&format!(
+                        "{label},{seed},{},{},{},{},{},{fd},{ft},{ftd},{fp},{:.2}\n",
+                        r.delivery_ratio,
+                        r.tx.total,
+                        r.tx_per_delivered,
+                        r.latency_p50_ms,
+                        r.latency_p90_ms,
+                        perf.router_wall_secs + perf.flood_wall_secs
+                    ));
+                    if let Some(dir) = &out {
+                        let sub = if label.is_empty() { dir.clone() } else { dir.join(label.replace('/', "_")) };
+                        write_outputs(&sub.join(format!("seed-{seed}")), &report, &perf)?;
+                    }
                 }
             }
             if let Some(dir) = &out {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 let path = dir.join("sweep.csv");
                 std::fs::write(&path, &csv).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            } else {
-                print!("{csv}");
             }
+            print!("{csv}");
         }
     }
     Ok(())

@@ -399,6 +399,36 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Parse a scenario with one value replaced: `key` is a dotted path
+    /// (`traffic.messages`, `router_config.resync_ms`) and `value` is TOML
+    /// (`2000`, `"point-to-point"`; a bare word is taken as a string). For
+    /// parameter sweeps.
+    pub fn from_toml_with(text: &str, key: &str, value: &str) -> Result<Scenario, ScenarioError> {
+        let mut doc: toml::Table = toml::from_str(text).map_err(ScenarioError::Parse)?;
+        let value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+            Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value.to_owned())),
+            Err(_) => toml::Value::String(value.to_owned()),
+        };
+        let bad = ScenarioError::Invalid { field: "--set", expected: "a dotted path through tables" };
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts
+            .pop()
+            .filter(|k| !k.is_empty())
+            .ok_or(ScenarioError::Invalid { field: "--set", expected: "KEY=VALUES with a non-empty key" })?;
+        let mut table = &mut doc;
+        for p in parts {
+            let entry = table.entry(p.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => return Err(bad),
+            };
+        }
+        table.insert(last.to_owned(), value);
+        let s: Scenario = doc.try_into().map_err(ScenarioError::Parse)?;
+        s.validate()?;
+        Ok(s)
+    }
+
     /// Check every value is in range (the simulator relies on it).
     pub fn validate(&self) -> Result<(), ScenarioError> {
         check((2..=200_000).contains(&self.nodes), "nodes", "2 to 200000")?;
@@ -473,5 +503,18 @@ mod tests {
         assert!(matches!(e, Err(ScenarioError::Invalid { field: "nodes", .. })), "{e:?}");
         let e = Scenario::from_toml("nodes = 10\nduration_secs = 60\nbogus = 1\n");
         assert!(matches!(e, Err(ScenarioError::Parse(_))), "{e:?}");
+    }
+
+    #[test]
+    fn sweep_overrides_reach_nested_fields() {
+        let text = "nodes = 20\nduration_secs = 60\n[traffic]\nmessages = 1\nendpoints = 2\ncontact_fraction = 1.0\nstart_secs = 1\nend_secs = 2\ntext_len = 10\nlifetime_secs = 60\npairs = \"any\"\n";
+        let s = Scenario::from_toml_with(text, "router_config.resync_ms", "2000");
+        assert_eq!(s.map(|s| s.router_config.resync_ms).ok(), Some(Some(2000)));
+        let s = Scenario::from_toml_with(text, "medium.kind", "point-to-point");
+        assert!(s.is_err(), "a partial [medium] table is refused, not defaulted");
+        let s = Scenario::from_toml_with(text, "relay", "host");
+        assert_eq!(s.map(|s| s.relay).ok(), Some(RelayKind::Host));
+        let s = Scenario::from_toml_with(text, "traffic.messages", "-3");
+        assert!(s.is_err());
     }
 }
