@@ -22,6 +22,8 @@ use ferry_proto::envelope::{Identity, PeerKey};
 use ferry_proto::router::{Config, DongleRouter, HostRouter, LinkCaps, LinkId, Router, Stats};
 use ferry_proto::wire::{self, Kind, MAX_FRAME_LEN, MessageFrame, MessageId, ReceiptRepr, SizeClass};
 use ferry_proto::{Duration, Instant, segment};
+use std::time::Instant as WallClock;
+
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
@@ -552,6 +554,16 @@ struct MsgState {
     shown: u32,
 }
 
+/// Wall-clock time spent inside the router's entry points (not
+/// deterministic; kept out of the metrics).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prof {
+    /// In `handle_frame` (the endpoint's, for endpoints: opening included).
+    pub handle_frame: std::time::Duration,
+    /// In `handle_timeout`.
+    pub handle_timeout: std::time::Duration,
+}
+
 /// One run of the simulator.
 #[derive(Debug)]
 pub struct Sim<'a> {
@@ -588,6 +600,7 @@ pub struct Sim<'a> {
     timeline: Vec<Sample>,
     caps: LinkCaps,
     buf: Vec<u8>,
+    prof: Prof,
     /// Breadth-first search marks (stamped, so never cleared).
     mark: Vec<u32>,
     stamp: u32,
@@ -687,6 +700,7 @@ impl<'a> Sim<'a> {
             timeline: Vec::new(),
             caps,
             buf: vec![0; MAX_FRAME_LEN],
+            prof: Prof::default(),
             mark: vec![0; n],
             stamp: 0,
         }
@@ -707,7 +721,7 @@ impl<'a> Sim<'a> {
 
     /// Run to the end of the scenario, calling `progress` with the simulated
     /// second now and then.
-    pub fn run(mut self, progress: &mut dyn FnMut(u64)) -> RunReport {
+    pub fn run(mut self, progress: &mut dyn FnMut(u64)) -> (RunReport, Prof) {
         let sc = &self.setup.sc;
         let end = sc.duration_secs * 1_000_000;
         // Radios on.
@@ -768,11 +782,13 @@ impl<'a> Sim<'a> {
                 self.timer_at[i] = NONE;
                 self.timer_events += 1;
                 let now = self.now_ms();
+                let t = WallClock::now();
                 match &mut self.nodes[i] {
                     Node::Relay(r) => r.handle_timeout(now),
                     Node::End(ep) => ep.handle_timeout(now, &mut self.rngs[i]),
                     Node::Flood(_) | Node::Adv(_) => {}
                 }
+                self.prof.handle_timeout += t.elapsed();
                 self.service(node);
             }
             Ev::Send { msg } => self.send(msg),
@@ -1142,11 +1158,15 @@ impl<'a> Sim<'a> {
             match &mut self.nodes[i] {
                 Node::Relay(router) => {
                     let bytes = &self.slab[data as usize][..usize::from(len)];
+                    let t = WallClock::now();
                     let _ = router.handle_frame(now, link, bytes);
+                    self.prof.handle_frame += t.elapsed();
                 }
                 Node::End(ep) => {
                     let bytes = &self.slab[data as usize][..usize::from(len)];
+                    let t = WallClock::now();
                     let _ = ep.handle_frame(now, &mut self.rngs[i], link, bytes);
+                    self.prof.handle_frame += t.elapsed();
                 }
                 Node::Adv(a) => {
                     a.hear(&self.slab[data as usize][..usize::from(len)]);
@@ -1283,7 +1303,12 @@ impl<'a> Sim<'a> {
         });
     }
 
-    fn finish(self) -> RunReport {
+    fn finish(self) -> (RunReport, Prof) {
+        let prof = self.prof;
+        (self.report(), prof)
+    }
+
+    fn report(self) -> RunReport {
         let mut lat: Vec<u64> = self
             .msgs
             .iter()

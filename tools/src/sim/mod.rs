@@ -50,15 +50,18 @@ fn simulate_here(sc: &Scenario, seed: u64, progress: &mut (dyn FnMut(u8, u64) + 
     let sim = Sim::new(&setup, Mode::Router);
     let setup_wall = t0.elapsed().as_secs_f64();
     let t1 = WallClock::now();
-    let router = sim.run(&mut |t| progress(0, t));
+    let (router, prof) = sim.run(&mut |t| progress(0, t));
     let router_wall = t1.elapsed().as_secs_f64();
     let t2 = WallClock::now();
-    let flood = sc.baseline.then(|| Sim::new(&setup, Mode::Flood).run(&mut |t| progress(1, t)));
+    let flood = sc.baseline.then(|| Sim::new(&setup, Mode::Flood).run(&mut |t| progress(1, t)).0);
     let flood_wall = t2.elapsed().as_secs_f64();
     let perf = Perf {
         router_wall_secs: router_wall,
         router_frame_events_per_sec: router.frame_events as f64 / router_wall.max(1e-9),
         flood_wall_secs: flood_wall,
+        router_handle_frame_secs: prof.handle_frame.as_secs_f64(),
+        router_handle_frame_per_sec: router.frame_events as f64 / prof.handle_frame.as_secs_f64().max(1e-9),
+        router_handle_timeout_secs: prof.handle_timeout.as_secs_f64(),
         setup_wall_secs: setup_wall,
     };
     let report = Report {

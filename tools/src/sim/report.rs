@@ -169,6 +169,12 @@ pub struct Perf {
     pub router_frame_events_per_sec: f64,
     /// Seconds for the flooding run.
     pub flood_wall_secs: f64,
+    /// Seconds of the router run spent inside `handle_frame`.
+    pub router_handle_frame_secs: f64,
+    /// Frame events per second of `handle_frame` time.
+    pub router_handle_frame_per_sec: f64,
+    /// Seconds of the router run spent inside `handle_timeout`.
+    pub router_handle_timeout_secs: f64,
     /// Seconds to build the world (graph, identities).
     pub setup_wall_secs: f64,
 }
@@ -263,6 +269,11 @@ impl Report {
                 s,
                 "wall time: setup {:.2} s, router {:.2} s ({:.0} frame events/s), flooding {:.2} s",
                 p.setup_wall_secs, p.router_wall_secs, p.router_frame_events_per_sec, p.flood_wall_secs
+            );
+            let _ = writeln!(
+                s,
+                "inside the router: handle_frame {:.2} s ({:.0} frame events/s), handle_timeout {:.2} s",
+                p.router_handle_frame_secs, p.router_handle_frame_per_sec, p.router_handle_timeout_secs
             );
         }
         s
