@@ -83,7 +83,11 @@ fn run_one(sc: &Scenario, seed: u64) -> Result<(Report, Perf), String> {
         if let Some(b) = &bar {
             if phase != phase_seen || t == 1 {
                 phase_seen = phase;
-                b.set_prefix(if phase == 0 { "router" } else { "flooding" });
+                b.set_prefix(match phase {
+                    0 => "router",
+                    1 => "flooding",
+                    _ => "counter",
+                });
                 b.reset();
             }
             b.set_position(t);

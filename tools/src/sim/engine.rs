@@ -117,6 +117,21 @@ pub enum Mode {
     Router,
     /// Naive flooding: every node sends every new message once.
     Flood,
+    /// Counter-based flooding (a second baseline, on broadcast media): a
+    /// node waits a random delay after the first copy and sends only if it
+    /// heard fewer than `k` copies meanwhile.
+    Counter {
+        /// Copies that make a node stay silent.
+        k: u32,
+        /// Longest random delay, microseconds.
+        delay: u64,
+    },
+}
+
+impl Mode {
+    fn floods(self) -> bool {
+        !matches!(self, Mode::Router)
+    }
 }
 
 /// A message of the scenario's traffic.
@@ -376,6 +391,8 @@ fn within(adj: &[Vec<u32>], a: u32, hops: u32, is_end: &[bool]) -> Vec<u32> {
 #[derive(Debug, Default)]
 struct FloodNode {
     seen: Vec<u64>,
+    /// Counter-based flooding: copies heard of messages waiting to be sent.
+    copies: BTreeMap<u32, u32>,
     queue: VecDeque<(u32, u32)>,
     /// An adversary's place in the baseline: hears, never sends.
     silent: bool,
@@ -383,7 +400,12 @@ struct FloodNode {
 
 impl FloodNode {
     fn new(messages: usize) -> Self {
-        FloodNode { seen: vec![0; messages.div_ceil(64)], queue: VecDeque::new(), silent: false }
+        FloodNode {
+            seen: vec![0; messages.div_ceil(64)],
+            copies: BTreeMap::new(),
+            queue: VecDeque::new(),
+            silent: false,
+        }
     }
     fn first_time(&mut self, m: u32) -> bool {
         if self.silent {
@@ -524,6 +546,11 @@ enum Ev {
     Attack {
         node: u32,
     },
+    Rebroadcast {
+        node: u32,
+        msg: u32,
+        epoch: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -584,6 +611,7 @@ pub struct Sim<'a> {
     slab: Vec<Vec<u8>>,
     free: Vec<u32>,
     loss_rng: StdRng,
+    flood_rng: StdRng,
     mobility_rng: StdRng,
     keys: Vec<Option<PeerKey>>,
     ids: BTreeMap<[u8; 16], u32>,
@@ -627,9 +655,11 @@ impl<'a> Sim<'a> {
                 rng: rng_for(setup.seed, S_NODE + (2 << 31) + i as u64),
             });
             let node = match (mode, secret, hostile) {
-                (Mode::Flood, _, Some(_)) => Node::Flood(FloodNode { silent: true, ..FloodNode::new(0) }),
+                (Mode::Flood | Mode::Counter { .. }, _, Some(_)) => {
+                    Node::Flood(FloodNode { silent: true, ..FloodNode::new(0) })
+                }
                 (Mode::Router, _, Some(a)) => Node::Adv(a),
-                (Mode::Flood, _, None) => Node::Flood(FloodNode::new(setup.traffic.len())),
+                (Mode::Flood | Mode::Counter { .. }, _, None) => Node::Flood(FloodNode::new(setup.traffic.len())),
                 (Mode::Router, None, None) => Node::Relay(new_relay(sc.relay, config)),
                 (Mode::Router, Some(s), None) => {
                     let id = Identity::from_secret_bytes(*s);
@@ -684,6 +714,7 @@ impl<'a> Sim<'a> {
             slab: Vec::new(),
             free: Vec::new(),
             loss_rng: rng_for(setup.seed, S_LOSS),
+            flood_rng: rng_for(setup.seed, S_LOSS + 100),
             mobility_rng: rng_for(setup.seed, S_MOBILITY + 100),
             keys,
             ids: BTreeMap::new(),
@@ -845,6 +876,22 @@ impl<'a> Sim<'a> {
                         self.launch(node, len, to, u32::MAX, 0, true);
                     }
                 }
+            }
+            Ev::Rebroadcast { node, msg, epoch } => {
+                let i = node as usize;
+                if self.epoch[i] != epoch || !self.up[i] {
+                    return;
+                }
+                let k = match self.mode {
+                    Mode::Counter { k, .. } => k,
+                    _ => u32::MAX,
+                };
+                if let Node::Flood(f) = &mut self.nodes[i]
+                    && f.copies.remove(&msg).is_some_and(|c| c < k)
+                {
+                    f.queue.push_back((msg, u32::MAX));
+                }
+                self.service(node);
             }
             Ev::Sample => {
                 self.sample();
@@ -1073,13 +1120,13 @@ impl<'a> Sim<'a> {
         // The wire: a naive-flooding frame above the MTU goes as segments
         // too, each with the 4-byte segment header.
         let (frames, bytes) = match self.mode {
-            Mode::Flood => match segment::plan(len, usize::from(self.caps.mtu)) {
+            _ if self.mode.floods() => match segment::plan(len, usize::from(self.caps.mtu)) {
                 Some((count, _)) if len > usize::from(self.caps.mtu) => {
                     (u64::from(count), (len + wire::SEGMENT_HEADER_LEN * usize::from(count)) as u64)
                 }
                 _ => (1, len as u64),
             },
-            Mode::Router => (1, len as u64),
+            _ => (1, len as u64),
         };
         match kind {
             _ if hostile => self.adv_tx += 1,
@@ -1089,7 +1136,7 @@ impl<'a> Sim<'a> {
             5 => self.tx.summary += 1,
             _ => self.tx.segment += 1,
         }
-        if self.mode == Mode::Flood && frames > 1 {
+        if self.mode.floods() && frames > 1 {
             self.tx.message -= frames;
             self.tx.segment += frames;
         }
@@ -1119,10 +1166,10 @@ impl<'a> Sim<'a> {
                 v.extend_from_slice(&self.buf[..len]);
                 slot
             }
-            Mode::Flood => data,
+            _ => data,
         };
         let frames_u16 = u16::try_from(frames).unwrap_or(u16::MAX);
-        let len = if self.mode == Mode::Flood { frames_u16 } else { len as u16 };
+        let len = if self.mode.floods() { frames_u16 } else { len as u16 };
         self.push(self.now + ser + m.latency_ms * 1000, Ev::Arrive { from: node, to, len, data });
     }
 
@@ -1143,7 +1190,7 @@ impl<'a> Sim<'a> {
             if loss > 0.0 {
                 // Flooding: `len` is the number of segments; losing any one
                 // loses the frame.
-                let k = if self.mode == Mode::Flood { i32::from(len) } else { 1 };
+                let k = if self.mode.floods() { i32::from(len) } else { 1 };
                 let p = 1.0 - (1.0 - loss).powi(k);
                 if self.loss_rng.random::<f64>() < p {
                     continue;
@@ -1173,7 +1220,11 @@ impl<'a> Sim<'a> {
                     continue;
                 }
                 Node::Flood(f) => {
-                    if f.first_time(data) {
+                    if !f.first_time(data) {
+                        if let Some(c) = f.copies.get_mut(&data) {
+                            *c += 1;
+                        }
+                    } else {
                         if self.setup.traffic[data as usize].to == r {
                             let st = &mut self.msgs[data as usize];
                             if st.delivered.is_none() {
@@ -1182,7 +1233,14 @@ impl<'a> Sim<'a> {
                                 self.delivered += 1;
                             }
                         }
-                        if to == u32::MAX {
+                        if let (Mode::Counter { delay, .. }, true) = (self.mode, to == u32::MAX) {
+                            f.copies.insert(data, 1);
+                            let at = self.now + self.flood_rng.random_range(0..=delay);
+                            let epoch = self.epoch[i];
+                            self.seq += 1;
+                            let ev = Ev::Rebroadcast { node: r, msg: data, epoch };
+                            self.heap.push(Reverse(Entry { at, seq: self.seq, ev }));
+                        } else if to == u32::MAX {
                             f.queue.push_back((data, u32::MAX));
                         } else {
                             for &p in &self.links[i] {
@@ -1361,6 +1419,7 @@ impl<'a> Sim<'a> {
             mode: match self.mode {
                 Mode::Router => "router".to_owned(),
                 Mode::Flood => "flood".to_owned(),
+                Mode::Counter { k, .. } => format!("count-{k}"),
             },
             messages,
             sent: self.sent,

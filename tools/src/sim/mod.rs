@@ -54,6 +54,10 @@ fn simulate_here(sc: &Scenario, seed: u64, progress: &mut (dyn FnMut(u8, u64) + 
     let router_wall = t1.elapsed().as_secs_f64();
     let t2 = WallClock::now();
     let flood = sc.baseline.then(|| Sim::new(&setup, Mode::Flood).run(&mut |t| progress(1, t)).0);
+    let counter = sc.baseline_counter.map(|k| {
+        let mode = Mode::Counter { k, delay: sc.baseline_counter_delay_ms * 1000 };
+        Sim::new(&setup, mode).run(&mut |t| progress(2, t)).0
+    });
     let flood_wall = t2.elapsed().as_secs_f64();
     let perf = Perf {
         router_wall_secs: router_wall,
@@ -83,6 +87,7 @@ fn simulate_here(sc: &Scenario, seed: u64, progress: &mut (dyn FnMut(u8, u64) + 
         endpoint_bytes: core::mem::size_of::<SimEndpoint>() + relay_bytes(sc.relay),
         router,
         flood,
+        counter,
     };
     (report, perf)
 }

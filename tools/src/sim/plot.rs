@@ -49,6 +49,9 @@ fn runs(report: &Report) -> Vec<(&RunReport, RGBColor)> {
     if let Some(f) = &report.flood {
         v.push((f, RGBColor(40, 80, 200)));
     }
+    if let Some(c) = &report.counter {
+        v.push((c, RGBColor(30, 150, 60)));
+    }
     v
 }
 

@@ -157,6 +157,8 @@ pub struct Report {
     pub router: RunReport,
     /// Naive flooding on the same graph and seed, if asked for.
     pub flood: Option<RunReport>,
+    /// Counter-based flooding on the same graph and seed, if asked for.
+    pub counter: Option<RunReport>,
 }
 
 /// Wall-clock figures of a run (kept out of the metrics file so that it
@@ -220,7 +222,7 @@ impl Report {
             "ctl tx",
             "held max"
         );
-        for r in std::iter::once(&self.router).chain(self.flood.as_ref()) {
+        for r in std::iter::once(&self.router).chain(self.flood.as_ref()).chain(self.counter.as_ref()) {
             let held_max = r.timeline.iter().map(|x| x.held_max).max().unwrap_or(0);
             let _ = writeln!(
                 s,
@@ -239,7 +241,7 @@ impl Report {
                 held_max
             );
         }
-        for r in std::iter::once(&self.router).chain(self.flood.as_ref()) {
+        for r in std::iter::once(&self.router).chain(self.flood.as_ref()).chain(self.counter.as_ref()) {
             if r.disconnected_at_send > 0 {
                 let _ = writeln!(
                     s,
@@ -262,6 +264,17 @@ impl Report {
                 "router vs flooding: delivery {:+.2} points, transmissions {:.1}% of flooding's",
                 (self.router.delivery_ratio - f.delivery_ratio) * 100.0,
                 self.router.tx.total as f64 * 100.0 / f.tx.total as f64
+            );
+        }
+        if let (Some(f), Some(c)) = (&self.flood, &self.counter)
+            && f.tx.total > 0
+        {
+            let _ = writeln!(
+                s,
+                "{} vs flooding: delivery {:+.2} points, transmissions {:.1}% of flooding's",
+                c.mode,
+                (c.delivery_ratio - f.delivery_ratio) * 100.0,
+                c.tx.total as f64 * 100.0 / f.tx.total as f64
             );
         }
         if let Some(p) = perf {

@@ -49,6 +49,13 @@ pub struct Scenario {
     /// Also run naive flooding on the same graph and seed.
     #[serde(default = "yes")]
     pub baseline: bool,
+    /// Also run counter-based flooding with this `k` (broadcast media): a
+    /// node stays silent if it heard `k` copies during its random delay.
+    #[serde(default)]
+    pub baseline_counter: Option<u32>,
+    /// The counter-based baseline's longest random delay, milliseconds.
+    #[serde(default = "fifty")]
+    pub baseline_counter_delay_ms: u64,
     /// The router every node runs.
     #[serde(default = "dongle")]
     pub relay: RelayKind,
@@ -336,6 +343,9 @@ fn yes() -> bool {
 }
 fn one_u32() -> u32 {
     1
+}
+fn fifty() -> u64 {
+    50
 }
 fn one_f64() -> f64 {
     1.0
