@@ -84,6 +84,21 @@ fn flooding_sends_each_message_once_per_reachable_node() {
 }
 
 #[test]
+fn counter_baseline_saves_and_degenerates_to_flooding() {
+    let mut sc = scenario("");
+    sc.baseline_counter = Some(10_000);
+    let r = run(&sc, 5);
+    let (Some(f), Some(c)) = (&r.flood, &r.counter) else { panic!("no baselines") };
+    // Nobody hears 10,000 copies: every node sends once, as in flooding.
+    assert_eq!(c.tx.total, f.tx.total);
+    assert_eq!(c.delivered, f.delivered);
+    sc.baseline_counter = Some(3);
+    let r = run(&sc, 5);
+    let (Some(f), Some(c)) = (&r.flood, &r.counter) else { panic!("no baselines") };
+    assert!(c.tx.total < f.tx.total, "k = 3 saved nothing: {} vs {}", c.tx.total, f.tx.total);
+}
+
+#[test]
 fn point_to_point_links_validate_and_deliver() {
     let sc = scenario(
         "relay = \"dongle-16\"\n[medium]\nkind = \"point-to-point\"\nmtu = 255\nbandwidth_bps = 1000000\nlatency_ms = 5\nloss = 0.0\n",
