@@ -8,7 +8,8 @@
 #                                              builds with -Zbuild-std=core
 #                                              (see FIRMWARE-TOOLCHAIN.md)
 #       binutils-arm-none-eabi qemu-system-arm firmware size checks and emulation
-#       strace iproute2 avahi-utils            used by the node and its tests
+#       strace iproute2 avahi-utils tcpdump    used by the node and its tests
+#       fonts-dejavu-core                      text in ferry-sim's PNG plots
 #   - cargo-fuzz (cargo install --locked), used by the fuzz smoke in ./test.sh.
 #   - Checks that rustup has a nightly toolchain (cargo-fuzz needs one). This
 #     machine cannot download toolchains, so a missing nightly is reported,
@@ -24,6 +25,7 @@ PKGS=(
     rustc-web cargo-web rust-web-src lld
     binutils-arm-none-eabi qemu-system-arm
     strace iproute2 avahi-utils tcpdump
+    fonts-dejavu-core
 )
 
 command -v dpkg-query >/dev/null 2>&1 || die "dpkg-query not found: this script expects Debian/Ubuntu"

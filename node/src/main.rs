@@ -22,6 +22,14 @@ fn main() -> ExitCode {
 
 fn real_main() -> ExitCode {
     let cli = Cli::parse();
+    if ferry_proto::envelope::noise::INSECURE_SIM_DH {
+        // Only possible through cargo feature unification with the
+        // simulator's `fast-dh` build: such a binary must never meet a peer.
+        eprintln!(
+            "ferry: this build has the simulator's insecure Diffie-Hellman stand-in (sim-fast-dh); refusing to run"
+        );
+        return ExitCode::FAILURE;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,mdns_sd=warn"));
     tracing_subscriber::fmt()

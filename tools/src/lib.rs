@@ -1,6 +1,7 @@
-//! Ferry's lab: the packet inspector (and the relay benchmark harness in
-//! `src/bin/`).
+//! Ferry's lab: the mesh simulator, the packet inspector (and, in
+//! `src/bin/`, the relay benchmark harness and the benchmark table).
 
 #![forbid(unsafe_code)]
 
 pub mod inspect;
+pub mod sim;

@@ -64,7 +64,7 @@ impl Identity {
     /// Restore an identity from its 32 secret bytes (clamped as X25519 does).
     pub fn from_secret_bytes(bytes: [u8; 32]) -> Self {
         let secret = StaticSecret::from(bytes);
-        let public = PublicKey::from(&secret);
+        let public = noise::public_key(&secret);
         Identity { secret, public }
     }
 
@@ -297,7 +297,7 @@ pub fn seal<R: CryptoRng + ?Sized>(
     rng.fill_bytes(&mut e_bytes);
     let e = StaticSecret::from(e_bytes);
     e_bytes.zeroize();
-    let e_pub = PublicKey::from(&e);
+    let e_pub = noise::public_key(&e);
     let rs = PublicKey::from(to.0);
     let mut es = noise::dh(&e, &rs).map_err(|_| SealError::BadKey)?;
     let secret = receipt_secret(&es);

@@ -68,10 +68,86 @@ fn hkdf2(ck: &[u8; 32], ikm: &[u8]) -> ([u8; 32], [u8; 32]) {
     (o1, o2)
 }
 
+/// Whether this build has the simulator's insecure Diffie-Hellman stand-in
+/// (feature `sim-fast-dh`) instead of X25519. Programs that talk to real
+/// peers check it and refuse to run (`ferry` does).
+pub const INSECURE_SIM_DH: bool = cfg!(feature = "sim-fast-dh");
+
 /// `DH(s, p)`, refusing a non-contributory result.
+#[cfg(not(feature = "sim-fast-dh"))]
 pub fn dh(secret: &StaticSecret, public: &PublicKey) -> Result<[u8; DHLEN], NoiseError> {
     let shared = secret.diffie_hellman(public);
     if shared.was_contributory() { Ok(*shared.as_bytes()) } else { Err(NoiseError::NonContributory) }
+}
+
+/// The public key of `secret` (X25519 base-point multiplication).
+#[cfg(not(feature = "sim-fast-dh"))]
+pub fn public_key(secret: &StaticSecret) -> PublicKey {
+    PublicKey::from(secret)
+}
+
+#[cfg(feature = "sim-fast-dh")]
+pub use fast_dh::{dh, public_key};
+
+/// **Not cryptography.** The simulator's stand-in for X25519 (feature
+/// `sim-fast-dh`, for `ferry-sim`'s largest runs only; never in `node` or
+/// firmware). Keys are elements of the additive group of integers modulo
+/// the Mersenne prime q = 2^61 − 1: a secret's scalar `a` is its first 8
+/// bytes (little-endian) mod q, its public key is `a·G mod q` in the first
+/// 8 bytes of 32 (the rest zero), and `DH(a, B) = BLAKE2s(domain ||
+/// a·B mod q)`. So `DH(a, bG) = DH(b, aG)` exactly as X25519's, a wrong key
+/// gives an unrelated secret (the AEAD then fails, as it would), an all-zero
+/// key is refused as non-contributory, and every size is unchanged: the same
+/// code paths make the same decisions, at a fraction of a microsecond
+/// instead of tens. Anyone can recover a secret key by one division, which
+/// is why it must never leave the simulator. The Cacophony and SPEC vector
+/// tests fail with it on, by design.
+#[cfg(feature = "sim-fast-dh")]
+mod fast_dh {
+    use blake2::{Blake2s256, Digest};
+    use x25519_dalek::{PublicKey, StaticSecret};
+
+    use super::{DHLEN, NoiseError};
+
+    const Q: u128 = (1 << 61) - 1;
+    const G: u128 = 0x0d2c_3b4a_5968_7f01;
+
+    fn low64(bytes: &[u8; 32]) -> u128 {
+        let mut b = [0u8; 8];
+        for (d, s) in b.iter_mut().zip(bytes) {
+            *d = *s;
+        }
+        u128::from(u64::from_le_bytes(b)).checked_rem(Q).unwrap_or(0)
+    }
+
+    fn scalar(secret: &StaticSecret) -> u128 {
+        match low64(&secret.to_bytes()) {
+            0 => 1,
+            a => a,
+        }
+    }
+
+    /// `a·G`, in the first 8 bytes of a 32-byte key.
+    pub fn public_key(secret: &StaticSecret) -> PublicKey {
+        let v = scalar(secret).wrapping_mul(G).checked_rem(Q).unwrap_or(0);
+        let mut out = [0u8; 32];
+        for (d, s) in out.iter_mut().zip((v as u64).to_le_bytes()) {
+            *d = s;
+        }
+        PublicKey::from(out)
+    }
+
+    /// `BLAKE2s("ferry/sim-fast-dh" || a·B mod q)`; zero is refused.
+    pub fn dh(secret: &StaticSecret, public: &PublicKey) -> Result<[u8; DHLEN], NoiseError> {
+        let v = scalar(secret).wrapping_mul(low64(public.as_bytes())).checked_rem(Q).unwrap_or(0);
+        if v == 0 {
+            return Err(NoiseError::NonContributory);
+        }
+        let mut h = Blake2s256::new();
+        h.update(b"ferry/sim-fast-dh");
+        h.update((v as u64).to_le_bytes());
+        Ok(h.finalize().into())
+    }
 }
 
 fn nonce(n: u64) -> chacha20poly1305::Nonce {
@@ -410,6 +486,7 @@ mod tests {
     /// 25519/ChaChaPoly/BLAKE2s: handshake message, handshake hash, and the
     /// transport messages after Split, byte for byte, both directions.
     #[test]
+    #[cfg(not(feature = "sim-fast-dh"))]
     fn cacophony_vectors() {
         let json: serde_json::Value =
             serde_json::from_str(include_str!("../../tests/vectors/noise-cacophony-oneway-25519-chachapoly.json"))
