@@ -75,6 +75,16 @@ pub struct Config {
     pub own_quota: usize,
     /// Link-ups accepted per second (bounds hellos to new addresses).
     pub link_ups_per_sec: u32,
+    /// On a broadcast link, a relayed message or receipt is held back for
+    /// a delay drawn from `0..=broadcast_defer` (per node and per id) and
+    /// then sent only if fewer than `broadcast_copies` copies of it were
+    /// heard on that link meanwhile (counting the one that brought it):
+    /// neighbours that already covered the area save the airtime.
+    /// Own messages and own receipts go at once. `0` copies: never
+    /// suppress (plain flooding).
+    pub broadcast_defer: Duration,
+    /// See `broadcast_defer`.
+    pub broadcast_copies: u8,
     /// Store slots used at most, small and large (capped at the type's `S`
     /// and `L`): a memory budget below the compiled size. Slots are used
     /// from the lowest index up, so a router in untouched memory (a
@@ -94,6 +104,8 @@ impl Config {
         resync: Duration::from_millis(15_000),
         own_quota: 16,
         link_ups_per_sec: 64,
+        broadcast_defer: Duration::from_millis(100),
+        broadcast_copies: 3,
         store_slots: (usize::MAX, usize::MAX),
     };
 }
@@ -238,6 +250,8 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Transmissions withheld by the anti-amplification limit.
     pub amplification_blocked: u64,
+    /// Broadcast rebroadcasts saved: enough copies were heard meanwhile.
+    pub suppressed: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,6 +416,24 @@ struct Link<const Q: usize> {
     next_frag: u8,
 }
 
+/// A relayed item held back on a broadcast link (SPEC §6.5).
+#[derive(Clone, Copy, Debug)]
+struct Deferred {
+    due: Instant,
+    link: u8,
+    /// Copies heard on that link, the first one included.
+    heard: u8,
+    item: Item,
+}
+
+impl Item {
+    fn id(&self) -> MessageId {
+        match self {
+            Item::Message(id) | Item::Receipt { id, .. } => *id,
+        }
+    }
+}
+
 /// The router. Large: keep it in a `static` (firmware) or a `Box` (daemon).
 pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> {
     config: Config,
@@ -414,11 +446,19 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     own: [usize; 2],
     hint: [usize; 2],
     links: [Option<Link<Q>>; LINKS],
+    /// Rebroadcasts waiting (bounded by the queue size: when full, items
+    /// go out at once, as in plain flooding).
+    deferred: Vec<Deferred, Q>,
+    /// Secret per node: spreads the deferral delays.
+    defer_salt: u32,
     reassembly: Reassembly<R>,
     events: Deque<Event, 32>,
     seq: u32,
     rr: usize,
+    /// When the next expiry falls due (at most one sweep a second);
+    /// `FAR_FUTURE` when nothing can expire.
     next_sweep: Instant,
+    last_sweep: Instant,
     link_ups: (Instant, u32),
     stats: Stats,
 }
@@ -478,11 +518,14 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             own: [0; 2],
             hint: [0; 2],
             links: [const { None }; LINKS],
+            deferred: Vec::new(),
+            defer_salt: 0,
             reassembly: Reassembly::new(),
             events: Deque::new(),
             seq: 0,
             rr: 0,
-            next_sweep: Instant::ZERO,
+            next_sweep: Instant::FAR_FUTURE,
+            last_sweep: Instant::ZERO,
             link_ups: (Instant::ZERO, 0),
             stats: Stats {
                 frames_in: 0,
@@ -496,6 +539,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 frames_out: 0,
                 bytes_out: 0,
                 amplification_blocked: 0,
+                suppressed: 0,
             },
         }
     }
@@ -662,6 +706,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         self.link_ups.1 = self.link_ups.1.saturating_add(1);
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
+        if self.defer_salt == 0 {
+            self.defer_salt = rng.next_u32() | 1;
+        }
         let caps = LinkCaps { mtu: caps.mtu.max(crate::wire::MIN_MTU as u16), ..caps };
         let state = Link {
             id: link,
@@ -712,6 +759,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             && let Some(l) = self.links.get_mut(i)
         {
             *l = None;
+            self.deferred.retain(|d| usize::from(d.link) != i);
         }
         self.reassembly.link_down(link);
     }
@@ -852,6 +900,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 }
                 SeenState::Gone | SeenState::Evicted => {}
             }
+            if self.links.get(li).and_then(Option::as_ref).is_some_and(|l| l.caps.broadcast) {
+                self.heard_again(li, false, id);
+            }
             self.stats.duplicates = self.stats.duplicates.saturating_add(1);
             return Ok(Outcome::Duplicate(id));
         }
@@ -868,7 +919,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         let seen = Seen { commit: m.commit(), expires, origin, state: SeenState::Gone };
         self.insert_seen(id, seen)?;
         let class = m.class();
-        let hops = m.hops();
+        // A budget above what any sender draws was raised on the way: cap it.
+        let hops = m.hops().min(crate::wire::MAX_HOPS_DEFAULT);
         let forward = hops > 0 && lifetime > 0;
         let stored = if forward {
             let meta = Meta {
@@ -884,7 +936,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             };
             let outcome = self.store(class, meta, m.as_bytes());
             if matches!(outcome, StoreOutcome::Stored | StoreOutcome::Evicted(_)) {
-                self.enqueue_all(Item::Message(id), Some(li), class);
+                self.enqueue_all(now, Item::Message(id), Some(li), class);
             }
             outcome
         } else {
@@ -893,7 +945,18 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         Ok(Outcome::NewMessage { id, stored, frame: m.into_inner() })
     }
 
+    /// Something will expire at `at`: sweep then (but at most once a
+    /// second), not on a fixed tick, so an idle node sleeps until its
+    /// earliest deadline.
+    fn schedule_sweep(&mut self, at: Instant) {
+        let t = at.max(self.last_sweep.saturating_add(SWEEP));
+        if t < self.next_sweep {
+            self.next_sweep = t;
+        }
+    }
+
     fn insert_seen(&mut self, id: MessageId, seen: Seen) -> Result<(), FrameError> {
+        self.schedule_sweep(seen.expires);
         // Keep the open-addressed map at most 3/4 full: its robin-hood probe
         // lengths blow up as the load factor nears 1.
         if self.seen.len() >= D.saturating_sub(D / 4) {
@@ -1146,18 +1209,67 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
     }
 
-    fn enqueue_all(&mut self, item: Item, except: Option<usize>, class: SizeClass) {
+    /// Queue `item` on every link but the one it came from (a broadcast
+    /// link gets it back: the medium reaches others). Relayed items on a
+    /// broadcast link wait first (SPEC §6.5); own ones (`from` is `None`)
+    /// go at once.
+    fn enqueue_all(&mut self, now: Instant, item: Item, from: Option<usize>, class: SizeClass) {
+        let defer = self.config.broadcast_copies > 0 && from.is_some();
+        let window = self.config.broadcast_defer.as_millis();
+        let id = item.id();
+        let spread = u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]) ^ self.defer_salt;
+        let due = now.saturating_add(Duration::from_millis(
+            u64::from(spread).checked_rem(window.saturating_add(1)).unwrap_or(0),
+        ));
         for (i, l) in self.links.iter_mut().enumerate() {
             let Some(l) = l.as_mut() else { continue };
-            if Some(i) == except && !l.caps.broadcast {
+            if Some(i) == from && !l.caps.broadcast {
                 continue;
             }
             if matches!(item, Item::Message(_)) && class > l.caps.max_class {
                 continue;
             }
+            if defer && l.caps.broadcast {
+                let heard = u8::from(Some(i) == from);
+                let d = Deferred { due, link: i as u8, heard, item };
+                if self.deferred.push(d).is_ok() {
+                    continue;
+                }
+            }
             // A full queue drops the item for this link; the next link-up's
             // summaries will offer it again.
             let _ = l.queue.push_back(item);
+        }
+    }
+
+    /// Another copy of `item`'s id, of the same kind, came in on broadcast
+    /// link `li`.
+    fn heard_again(&mut self, li: usize, receipt: bool, id: MessageId) {
+        for d in self.deferred.iter_mut() {
+            if usize::from(d.link) == li && d.item.id() == id && matches!(d.item, Item::Receipt { .. }) == receipt {
+                d.heard = d.heard.saturating_add(1);
+            }
+        }
+    }
+
+    /// Deferred items whose time has come: queued, or dropped if enough
+    /// copies were heard.
+    fn release_deferred(&mut self, now: Instant) {
+        let copies = self.config.broadcast_copies;
+        let mut i = 0;
+        while let Some(d) = self.deferred.get(i).copied() {
+            if d.due > now {
+                i = i.saturating_add(1);
+                continue;
+            }
+            self.deferred.swap_remove(i);
+            if d.heard >= copies {
+                self.stats.suppressed = self.stats.suppressed.saturating_add(1);
+                continue;
+            }
+            if let Some(l) = self.links.get_mut(usize::from(d.link)).and_then(Option::as_mut) {
+                let _ = l.queue.push_back(d.item);
+            }
         }
     }
 
@@ -1167,6 +1279,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             return Err(FrameError::UnverifiedReceipt);
         };
         if let SeenState::Delivered { .. } = seen.state {
+            if let Some(li) = li
+                && self.links.get(li).and_then(Option::as_ref).is_some_and(|l| l.caps.broadcast)
+            {
+                self.heard_again(li, true, r.id);
+            }
             self.stats.duplicates = self.stats.duplicates.saturating_add(1);
             return Ok(r.id);
         }
@@ -1182,18 +1299,19 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         // (at least long enough to pass the receipt on).
         let expires = seen.expires.max(now.saturating_add(Duration::from_secs(TOMBSTONE_MIN_SECS)));
         let hops = match li {
-            Some(_) => r.hops.saturating_sub(1),
+            Some(_) => r.hops.min(crate::wire::MAX_HOPS_DEFAULT).saturating_sub(1),
             None => r.hops,
         };
         if let Some(s) = self.seen.get_mut(&r.id) {
             s.state = SeenState::Delivered { secret: r.secret, hops };
             s.expires = expires;
         }
+        self.schedule_sweep(expires);
         if seen.origin == Origin::Own {
             let _ = self.events.push_back(Event::Delivered(r.id));
         }
         if hops > 0 || li.is_none() {
-            self.enqueue_all(Item::Receipt { id: r.id, secret: r.secret, hops }, li, SizeClass::Small);
+            self.enqueue_all(now, Item::Receipt { id: r.id, secret: r.secret, hops }, li, SizeClass::Small);
         }
         Ok(r.id)
     }
@@ -1331,7 +1449,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         };
         match self.store(m.class(), meta, frame) {
             StoreOutcome::Stored | StoreOutcome::Evicted(_) => {
-                self.enqueue_all(Item::Message(id), None, m.class());
+                self.enqueue_all(now, Item::Message(id), None, m.class());
                 Ok(id)
             }
             StoreOutcome::Full | StoreOutcome::NotCarried => {
@@ -1358,10 +1476,12 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// seen entries and partial frames.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.next_sweep {
+            self.last_sweep = now;
+            self.next_sweep = Instant::FAR_FUTURE;
             self.sweep(now);
-            self.next_sweep = now.saturating_add(SWEEP);
         }
         self.reassembly.expire(now);
+        self.release_deferred(now);
         // Periodic summary rounds on validated point-to-point links.
         let resync = self.config.resync;
         for l in self.links.iter_mut().flatten() {
@@ -1399,6 +1519,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 }
             }
         }
+        // What is left: when does the first of it end?
+        let mut next = Instant::FAR_FUTURE;
+        for m in self.small.meta.iter().chain(self.large.meta.iter()).flatten() {
+            next = next.min(m.arrived.saturating_add(Duration::from_secs(u64::from(m.lifetime_secs))));
+        }
         // Forget seen entries past their time (never one that holds a slot).
         let mut gone: Vec<MessageId, 64> = Vec::new();
         loop {
@@ -1417,13 +1542,19 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 }
             }
         }
+        for s in self.seen.values() {
+            if !matches!(s.state, SeenState::Held(_)) {
+                next = next.min(s.expires);
+            }
+        }
+        self.schedule_sweep(next);
     }
 
     /// When to call [`Router::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if self.held() > 0 || !self.seen.is_empty() {
+        if (self.held() > 0 || !self.seen.is_empty()) && self.next_sweep < Instant::FAR_FUTURE {
             consider(self.next_sweep);
         }
         for l in self.links.iter().flatten() {
@@ -1435,6 +1566,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             }
         }
         if let Some(t) = self.reassembly.next_deadline() {
+            consider(t);
+        }
+        if let Some(t) = self.deferred.iter().map(|d| d.due).min() {
             consider(t);
         }
         next
@@ -1451,6 +1585,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// hold [`MAX_FRAME_LEN`] bytes). Links take turns, so one busy link
     /// cannot starve the others.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if !self.deferred.is_empty() {
+            self.release_deferred(now);
+        }
         let n = LINKS;
         for step in 0..n {
             let li = self.rr.wrapping_add(step).checked_rem(n).unwrap_or(0);

@@ -638,6 +638,25 @@ fn a_stranger_flooding_the_replay_table_cannot_silence_contacts() {
     assert_eq!(net.received(b).last().map(|r| r.2.as_str()), Some("still heard"));
 }
 
+/// An idle node sleeps until its earliest deadline: holding one message
+/// that lives 120 s, with no link, its next timer is that message's end
+/// (not a sweep every second), and then the message expires on time.
+#[test]
+fn an_idle_node_wakes_only_at_its_next_deadline() {
+    let mut net = Net::new(12);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    net.ep(a).set_lifetime_secs(120);
+    let sent_at = net.now;
+    let id = net.send(a, b, "nobody near");
+    assert_eq!(net.router(a).poll_timeout(), Some(sent_at.saturating_add(secs(120))));
+    net.run_for(secs(119));
+    assert_eq!(net.router(a).held(), 1);
+    net.run_for(secs(2));
+    assert_eq!(net.router(a).held(), 0);
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Expired));
+}
+
 /// A relay whose store is configured down to 3 small slots never holds
 /// more, and still carries all ten messages across as its slots free up.
 #[test]

@@ -137,3 +137,20 @@ fn every_adversary_runs_and_honest_traffic_is_counted_apart() {
     let f = r.flood.as_ref().map_or(1, |f| f.adversary_tx);
     assert_eq!(f, 0, "adversaries are silent in the baseline");
 }
+
+/// The router's broadcast suppression (SPEC §6.5): against the same router
+/// rebroadcasting everything, it keeps delivery and acknowledgements and
+/// sends far fewer frames.
+#[test]
+fn broadcast_suppression_saves_airtime_and_keeps_delivery() {
+    let all = run(&scenario("[router_config]\nbroadcast_copies = 0\n"), 11);
+    let some = run(&scenario(""), 11);
+    for r in [&all, &some] {
+        assert!(r.router.delivery_ratio >= 0.99, "delivered {}/{}", r.router.delivered, r.router.messages);
+        assert!(r.router.acked * 100 >= r.router.delivered * 95, "acked {}/{}", r.router.acked, r.router.delivered);
+        assert_eq!(r.router.duplicate_deliveries, 0);
+    }
+    let (a, s) = (&all.router.tx, &some.router.tx);
+    assert!(s.message * 10 <= a.message * 7, "messages: {} with suppression, {} without", s.message, a.message);
+    assert!(s.receipt * 10 <= a.receipt * 7, "receipts: {} with suppression, {} without", s.receipt, a.receipt);
+}

@@ -94,6 +94,10 @@ pub struct RouterConfig {
     pub link_ups_per_sec: Option<u32>,
     /// First-contact trial decryptions per second per link (endpoints).
     pub first_contact_rate: Option<u32>,
+    /// Longest hold-back of a relayed frame on a broadcast link, ms.
+    pub broadcast_defer_ms: Option<u64>,
+    /// Copies heard meanwhile that cancel the rebroadcast (0: never).
+    pub broadcast_copies: Option<u8>,
 }
 
 /// What a hostile node does.
