@@ -3,7 +3,7 @@
 # its target and its reference (README "Benchmarks").
 #
 #   scripts/bench.sh           the full runs (about 15 minutes on 2 cores)
-#   scripts/bench.sh --quick   shorter runs, for a first look (about 3 minutes)
+#   scripts/bench.sh --quick   shorter runs, for a first look (about 5 minutes)
 #
 # Results and raw outputs go to target/bench/. Benchmarks measure CPU and
 # wall time: run them on an otherwise idle machine.
@@ -16,7 +16,7 @@ quick=0
 ./scripts/setup.sh
 out=target/bench
 mkdir -p "$out"
-rm -f "$out"/*.json "$out"/*.md "$out"/*.txt
+rm -rf "$out"/*.md "$out"/*.txt "$out"/*.err "$out"/sim-*
 
 echo "== building (release)" >&2
 cargo build --release -q -p ferry-node -p ferry-tools
@@ -29,13 +29,14 @@ echo "== relay harness (three processes on loopback)" >&2
 if [ $quick = 1 ]; then relay=(--messages 20000 --runs 3 --latency-messages 200 --raw); else relay=(--messages 100000 --runs 5 --raw); fi
 target/release/ferry-relay-bench "${relay[@]}" >"$out/relay.md" 2>"$out/relay.err"
 
-if [ -x target/release/ferry-sim ]; then
-    echo "== simulator" >&2
-    for s in reference partition-carrier flooder; do
-        scen=tools/scenarios/$s.toml
-        [ $quick = 1 ] && [ -f tools/scenarios/$s-quick.toml ] && scen=tools/scenarios/$s-quick.toml
-        target/release/ferry-sim run "$scen" --seed 1 --out "$out/sim-$s" --summary "$out/sim-$s.json" >"$out/sim-$s.txt" 2>"$out/sim-$s.err"
-    done
-fi
+echo "== simulator (the reference with the documented fast DH stand-in, in its own target dir)" >&2
+CARGO_TARGET_DIR=target/fast-dh cargo build --release -q -p ferry-tools --features fast-dh --bin ferry-sim
+for s in reference partition-carrier flooder; do
+    scen=tools/scenarios/$s.toml
+    sim=target/release/ferry-sim
+    [ "$s" = reference ] && sim=target/fast-dh/release/ferry-sim
+    [ $quick = 1 ] && [ "$s" = reference ] && scen=tools/scenarios/reference-quick.toml
+    "$sim" run "$scen" --seed 1 --out "$out/sim-$s" >"$out/sim-$s.txt" 2>"$out/sim-$s.err"
+done
 
 target/release/ferry-bench-table "$out" | tee "$out/table.md"

@@ -5,7 +5,8 @@
 //!   (the size rows it prints), with criterion's estimates read from
 //!   `CRITERION` (default `target/criterion`, or `--criterion PATH`);
 //! - `relay.md`: the output of `ferry-relay-bench`;
-//! - `sim-*.json`: `ferry-sim` summaries (see `ferry-sim run --summary`).
+//! - `sim-NAME/metrics.json` and `perf.json`: `ferry-sim run --out` of the
+//!   scenarios `reference`, `partition-carrier` and `flooder`.
 //!
 //! A missing input leaves its rows as "not run". The figures are read, not
 //! re-measured: this only gathers them.
@@ -129,60 +130,87 @@ fn relay_rows(dir: &Path, rows: &mut Vec<Row>) {
     let raw = relay.lines().find(|l| l.starts_with("Median:")).map(|l| {
         let l = l.trim_start_matches("Median: ");
         match l.split_once(" (target") {
-            Some((head, _)) => format!("{head}, relay CPU per 1,000 at that rate"),
+            Some((head, _)) => head.to_owned(),
             None => l.to_owned(),
         }
     });
     rows.push(row("relay alone, one datagram per wake-up (`--raw`)", raw, "reported", ""));
 }
 
+/// A scenario's figures from `DIR/sim-NAME/metrics.json` and `perf.json`.
+struct Sim {
+    metrics: Value,
+    perf: Value,
+}
+
+impl Sim {
+    fn read(dir: &Path, name: &str) -> Option<Sim> {
+        let read = |f: &str| -> Option<Value> {
+            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("sim-{name}")).join(f)).ok()?).ok()
+        };
+        Some(Sim { metrics: read("metrics.json")?, perf: read("perf.json")? })
+    }
+
+    fn pct(&self, run: &str, key: &str) -> Option<String> {
+        self.metrics[run][key].as_f64().map(|x| format!("{:.1}%", 100.0 * x))
+    }
+
+    /// Delivery, and transmissions as a share of naive flooding's.
+    fn delivery_and_cost(&self) -> Option<String> {
+        let router = self.metrics["router"]["tx"]["total"].as_f64()?;
+        let flood = self.metrics["flood"]["tx"]["total"].as_f64()?;
+        let msg = self.metrics["router"]["tx"]["message"].as_f64()?;
+        Some(format!(
+            "{} delivered; {:.0}% of flooding's transmissions ({:.0}% messages, {:.0}% receipts and the rest)",
+            self.pct("router", "delivery_ratio")?,
+            100.0 * router / flood,
+            100.0 * msg / flood,
+            100.0 * (router - msg) / flood,
+        ))
+    }
+
+    fn flood_delivery(&self) -> String {
+        self.pct("flood", "delivery_ratio").map(|d| format!("naive flooding delivers {d}")).unwrap_or_default()
+    }
+}
+
 fn sim_rows(dir: &Path, rows: &mut Vec<Row>) {
-    let read = |name: &str| -> Option<Value> {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("sim-{name}.json"))).ok()?).ok()
-    };
-    let pct = |v: &Value, k: &str| v[k].as_f64().map(|x| format!("{:.1}%", 100.0 * x));
-    let reference = read("reference");
+    let reference = Sim::read(dir, "reference");
     let r = reference.as_ref();
     rows.push(row(
         "simulator: reference scenario wall time (10,000 nodes, 1 h)",
-        r.and_then(|v| v["wall_secs"].as_f64()).map(|s| format!("{s:.0} s")),
+        r.and_then(|s| {
+            let total = s.perf["setup_wall_secs"].as_f64()?
+                + s.perf["router_wall_secs"].as_f64()?
+                + s.perf["flood_wall_secs"].as_f64()?;
+            Some(format!("{total:.0} s (router run {:.0} s)", s.perf["router_wall_secs"].as_f64()?))
+        }),
         "< 2 min",
         "",
     ));
     rows.push(row(
-        "simulator: frame events per second",
-        r.and_then(|v| v["frame_events_per_sec"].as_f64()).map(per_sec),
+        "simulator: frame events per second (router run)",
+        r.and_then(|s| s.perf["router_frame_events_per_sec"].as_f64()).map(per_sec),
         "≥ 1 M/s",
         "",
     ));
     rows.push(row(
-        "reference: delivery / transmissions vs naive flooding",
-        r.and_then(|v| {
-            Some(format!(
-                "{} / {}",
-                pct(v, "delivery")?,
-                v["tx_vs_flood"].as_f64().map(|x| format!("{:.0}% of flooding's", 100.0 * x))?
-            ))
-        }),
-        "≥ 99% / ≤ 50%",
-        r.and_then(|v| pct(v, "flood_delivery")).map(|d| format!("flooding delivers {d}")).as_deref().unwrap_or(""),
+        "reference: delivery, and transmissions against naive flooding",
+        r.and_then(Sim::delivery_and_cost),
+        "≥ 99%, ≤ 50%",
+        &r.map(Sim::flood_delivery).unwrap_or_default(),
     ));
-    let carriers = read("partition-carrier");
+    let carriers = Sim::read(dir, "partition-carrier");
     rows.push(row(
         "partitions bridged only by carriers: delivery",
-        carriers.as_ref().and_then(|v| pct(v, "delivery")),
+        carriers.as_ref().and_then(|s| s.pct("router", "delivery_ratio")),
         "reported",
-        carriers
-            .as_ref()
-            .and_then(|v| pct(v, "flood_delivery"))
-            .map(|d| format!("flooding {d}"))
-            .as_deref()
-            .unwrap_or(""),
+        &carriers.as_ref().map(Sim::flood_delivery).unwrap_or_default(),
     ));
-    let flooder = read("flooder");
+    let flooder = Sim::read(dir, "flooder");
     rows.push(row(
         "honest delivery with a neighbour flooding at 10× link capacity",
-        flooder.as_ref().and_then(|v| pct(v, "delivery")),
+        flooder.as_ref().and_then(|s| s.pct("router", "delivery_ratio")),
         "≥ 95%",
         "",
     ));
