@@ -85,6 +85,16 @@ pub struct Config {
     pub broadcast_defer: Duration,
     /// See `broadcast_defer`.
     pub broadcast_copies: u8,
+    /// New messages per second per link that keep the hop budget they came
+    /// with (token bucket, `far_burst` deep); the rest go on with at most
+    /// `near_hops`. A neighbour flooding fresh messages then reaches only
+    /// a few hops, while everything within the rate travels as far as it
+    /// asked. Receipts are not limited (they cannot be forged).
+    pub far_rate: u32,
+    /// See `far_rate`.
+    pub far_burst: u32,
+    /// See `far_rate`.
+    pub near_hops: u8,
     /// Store slots used at most, small and large (capped at the type's `S`
     /// and `L`): a memory budget below the compiled size. Slots are used
     /// from the lowest index up, so a router in untouched memory (a
@@ -106,6 +116,9 @@ impl Config {
         link_ups_per_sec: 64,
         broadcast_defer: Duration::from_millis(100),
         broadcast_copies: 3,
+        far_rate: 5,
+        far_burst: 100,
+        near_hops: 2,
         store_slots: (usize::MAX, usize::MAX),
     };
 }
@@ -252,6 +265,8 @@ pub struct Stats {
     pub amplification_blocked: u64,
     /// Broadcast rebroadcasts saved: enough copies were heard meanwhile.
     pub suppressed: u64,
+    /// New messages over their link's `far_rate`, sent on with `near_hops`.
+    pub shortened: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -411,9 +426,37 @@ struct Link<const Q: usize> {
     seen: u32,
     tokens: u32,
     refill_at: Instant,
+    /// New messages that may still keep their full hop budget (`far_rate`).
+    far: Bucket,
     tx: Vec<u8, MAX_FRAME_LEN>,
     seg: Option<TxSeg>,
     next_frag: u8,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst`.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: u32,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
+        let elapsed = now.saturating_since(self.at).as_millis();
+        let add = elapsed.saturating_mul(u64::from(rate)) / 1000;
+        if add > 0 {
+            let t = u64::from(self.tokens).saturating_add(add).min(u64::from(burst));
+            self.tokens = u32::try_from(t).unwrap_or(u32::MAX);
+            self.at = now;
+        }
+        match self.tokens.checked_sub(1) {
+            Some(t) => {
+                self.tokens = t;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// A relayed item held back on a broadcast link (SPEC §6.5).
@@ -540,6 +583,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 bytes_out: 0,
                 amplification_blocked: 0,
                 suppressed: 0,
+                shortened: 0,
             },
         }
     }
@@ -734,6 +778,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             seen: 0,
             tokens: self.config.link_burst,
             refill_at: now,
+            far: Bucket { tokens: self.config.far_burst, at: now },
             tx: Vec::new(),
             seg: None,
             next_frag: 0,
@@ -920,7 +965,17 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         self.insert_seen(id, seen)?;
         let class = m.class();
         // A budget above what any sender draws was raised on the way: cap it.
-        let hops = m.hops().min(crate::wire::MAX_HOPS_DEFAULT);
+        let mut hops = m.hops().min(crate::wire::MAX_HOPS_DEFAULT);
+        // Beyond its rate of far-travelling messages, a link's new messages
+        // go on with a short budget: a flood stays local (SPEC §6.5).
+        let (far_rate, far_burst, near) = (self.config.far_rate, self.config.far_burst, self.config.near_hops);
+        if hops > near
+            && let Some(l) = self.links.get_mut(li).and_then(Option::as_mut)
+            && !l.far.take(now, far_rate, far_burst)
+        {
+            hops = near;
+            self.stats.shortened = self.stats.shortened.saturating_add(1);
+        }
         let forward = hops > 0 && lifetime > 0;
         let stored = if forward {
             let meta = Meta {

@@ -657,6 +657,48 @@ fn an_idle_node_wakes_only_at_its_next_deadline() {
     assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Expired));
 }
 
+/// A neighbour that floods fresh, well-formed messages gets `far_rate` of
+/// them through with their full budget; the rest go on with `near_hops`
+/// (2), so in a line f - r1 - r2 - r3 - r4 - r5 the flood dies out after
+/// r3, while an honest text from the far end still crosses the line.
+#[test]
+fn a_flooding_neighbour_reaches_only_a_few_hops() {
+    let mut net = Net::new(13);
+    let config = Config { far_rate: 5, far_burst: 20, ..Config::DEFAULT };
+    let f = net.relay(config);
+    let r: Vec<usize> = (0..5).map(|_| net.relay(config)).collect();
+    let (a, b, _, _) = net.two_contacts();
+    net.connect(f, r[0]);
+    for w in r.windows(2) {
+        net.connect(w[0], w[1]);
+    }
+    net.connect(a, r[4]);
+    net.connect(b, r[0]);
+    net.run_for(secs(2));
+    let mut junk = [0u8; 240];
+    for i in 0..400u32 {
+        rand::RngExt::fill(&mut net.rng, &mut junk[..]);
+        let mut commit = [0u8; wire::COMMIT_LEN];
+        commit[..4].copy_from_slice(&i.to_le_bytes());
+        let mut m = MessageFrame::new_unchecked(&mut junk[..]);
+        m.emit_header(Kind::FirstContact, wire::MAX_HOPS_DEFAULT, 3600, &commit);
+        m.fill_id();
+        net.inject(r[0], f, &junk).unwrap();
+        net.run_for(Duration::from_millis(5));
+    }
+    net.run_for(secs(5));
+    let seen = |net: &Net, n: usize| net.router(n).stats().frames_in;
+    assert!(net.router(r[0]).stats().shortened >= 350, "{:?}", net.router(r[0]).stats());
+    // r1 forwards all 400 (most with 2 hops left), r2 all of them with 1,
+    // r3 passes on only the ones that kept their budget.
+    assert!(seen(&net, r[2]) >= 400);
+    assert!(seen(&net, r[4]) < 150, "the flood reached the end of the line: {}", seen(&net, r[4]));
+    let id = net.send(a, b, "through the flooded line");
+    net.run_for(secs(10));
+    assert_eq!(net.received(b).last().map(|t| t.2.as_str()), Some("through the flooded line"));
+    assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+}
+
 /// A relay whose store is configured down to 3 small slots never holds
 /// more, and still carries all ten messages across as its slots free up.
 #[test]

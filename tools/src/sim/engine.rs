@@ -92,6 +92,9 @@ pub fn router_config(sc: &Scenario) -> Config {
         link_ups_per_sec: o.link_ups_per_sec.unwrap_or(d.link_ups_per_sec),
         broadcast_defer: o.broadcast_defer_ms.map_or(d.broadcast_defer, Duration::from_millis),
         broadcast_copies: o.broadcast_copies.unwrap_or(d.broadcast_copies),
+        far_rate: o.far_rate.unwrap_or(d.far_rate),
+        far_burst: o.far_burst.unwrap_or(d.far_burst),
+        near_hops: o.near_hops.unwrap_or(d.near_hops),
         store_slots: d.store_slots,
     }
 }

@@ -98,6 +98,12 @@ pub struct RouterConfig {
     pub broadcast_defer_ms: Option<u64>,
     /// Copies heard meanwhile that cancel the rebroadcast (0: never).
     pub broadcast_copies: Option<u8>,
+    /// New messages per second per link that keep their hop budget.
+    pub far_rate: Option<u32>,
+    /// Depth of that bucket.
+    pub far_burst: Option<u32>,
+    /// The budget the others go on with.
+    pub near_hops: Option<u8>,
 }
 
 /// What a hostile node does.
