@@ -551,6 +551,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
 {
     /// An empty router. `const`, so it can live in a `static`.
     pub const fn new(config: Config) -> Self {
+        // Deferred items name their link in a byte.
+        const { assert!(LINKS <= 256, "at most 256 links") };
         Router {
             config,
             small: Pool::new(),
