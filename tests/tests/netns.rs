@@ -98,6 +98,19 @@ impl Topo {
         run(&["ip", "-n", ns, "link", "set", ifname, "up"]);
     }
 
+    /// Two LANs and three hosts: `a` on LAN 1 (10.77.1.1), `b` on LAN 2
+    /// (10.77.2.1), and `r` on both (.254 on each). Returns (a, r, b).
+    fn two_lans_bridged(&mut self) -> (String, String, String) {
+        self.lan(1);
+        self.lan(2);
+        let (na, nr, nb) = (self.host("a"), self.host("r"), self.host("b"));
+        self.plug(&na, "eth1", 1, 1);
+        self.plug(&nr, "eth1", 1, 254);
+        self.plug(&nr, "eth2", 2, 254);
+        self.plug(&nb, "eth1", 2, 1);
+        (na, nr, nb)
+    }
+
     /// `ip netns exec NS prog args...`
     fn cmd(&self, ns: &str, prog: impl AsRef<std::ffi::OsStr>, args: &[String]) -> Command {
         let mut c = Command::new("ip");
@@ -226,13 +239,7 @@ fn relay_bridges_two_lans() {
         return;
     }
     let mut t = Topo::new("b");
-    t.lan(1);
-    t.lan(2);
-    let (na, nr, nb) = (t.host("a"), t.host("r"), t.host("b"));
-    t.plug(&na, "eth1", 1, 1);
-    t.plug(&nr, "eth1", 1, 254);
-    t.plug(&nr, "eth2", 2, 254);
-    t.plug(&nb, "eth1", 2, 1);
+    let (na, nr, nb) = t.two_lans_bridged();
     let _relay = t.relay("R", &nr);
     let mut a = t.rpc("A", &na, &[]);
     let mut b = t.rpc("B", &nb, &[]);
@@ -271,13 +278,7 @@ fn store_and_forward_through_a_relay() {
         return;
     }
     let mut t = Topo::new("c");
-    t.lan(1);
-    t.lan(2);
-    let (na, nr, nb) = (t.host("a"), t.host("r"), t.host("b"));
-    t.plug(&na, "eth1", 1, 1);
-    t.plug(&nr, "eth1", 1, 254);
-    t.plug(&nr, "eth2", 2, 254);
-    t.plug(&nb, "eth1", 2, 1);
+    let (na, nr, nb) = t.two_lans_bridged();
     let id_file = t.path("b.identity");
     let code_b = make_identity(&id_file);
 

@@ -78,8 +78,7 @@ pub struct Harness {
     pub third: PeerKey,
     pub now: Instant,
     pub rng: TestRng,
-    pub captured: Vec<Vec<u8>>,
-    pub captured_next: usize,
+    pub captured: crate::Captured<CAPTURED>,
     /// (from, to, text) -> texts sent that way / texts shown that way.
     pub sent_texts: HashMap<(usize, usize, String), (usize, usize)>,
 }
@@ -105,8 +104,7 @@ impl Harness {
             third: Identity::from_secret_bytes([0x33; 32]).public(),
             now: Instant::ZERO,
             rng: TestRng::new(seed),
-            captured: Vec::new(),
-            captured_next: 0,
+            captured: crate::Captured::default(),
             sent_texts: HashMap::new(),
         }
     }
@@ -125,12 +123,7 @@ impl Harness {
     }
 
     fn capture(&mut self, bytes: &[u8]) {
-        if self.captured.len() < CAPTURED {
-            self.captured.push(bytes.to_vec());
-        } else {
-            self.captured[self.captured_next % CAPTURED] = bytes.to_vec();
-            self.captured_next += 1;
-        }
+        self.captured.push(bytes);
     }
 
     fn unix(&self, skew: i8) -> u64 {
@@ -330,7 +323,7 @@ impl Harness {
             Op::SetLifetime { b, secs } => self.sides[usize::from(b)].ep.set_lifetime_secs(u32::from(secs)),
             Op::Pump { loss, rounds } => self.pump(loss, rounds),
             Op::Replay { b, pick, flip } => {
-                let Some(mut bytes) = self.captured.get(usize::from(pick) % self.captured.len().max(1)).cloned() else {
+                let Some(mut bytes) = self.captured.pick(usize::from(pick)) else {
                     return;
                 };
                 if let Some(f) = flip {

@@ -60,6 +60,30 @@ impl rand_core::TryRng for TestRng {
 
 impl rand_core::TryCryptoRng for TestRng {}
 
+/// The last `CAP` frames seen on the air (a ring), for replays.
+#[derive(Debug, Default)]
+pub struct Captured<const CAP: usize> {
+    frames: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl<const CAP: usize> Captured<CAP> {
+    /// Keep `bytes`, replacing the oldest once full.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.frames.len() < CAP {
+            self.frames.push(bytes.to_vec());
+        } else if let Some(slot) = self.frames.get_mut(self.next % CAP) {
+            *slot = bytes.to_vec();
+            self.next += 1;
+        }
+    }
+
+    /// The frame `pick` (modulo how many there are), if any.
+    pub fn pick(&self, pick: usize) -> Option<Vec<u8>> {
+        self.frames.get(pick % self.frames.len().max(1)).cloned()
+    }
+}
+
 /// A valid message frame (correct id) with a random body and
 /// `commit = receipt_commit(secret)`. The router never decrypts, so this is
 /// all it can check.

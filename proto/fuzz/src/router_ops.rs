@@ -93,8 +93,7 @@ pub struct Harness {
     pub peer_nonce: [Option<[u8; 16]>; LINK_IDS],
     pub known: Vec<Known>,
     pub known_next: usize,
-    pub captured: Vec<Vec<u8>>,
-    pub captured_next: usize,
+    pub captured: crate::Captured<CAPTURED>,
     pub own: Vec<(MessageId, OwnState)>,
     pub tx: TxChecker,
 }
@@ -123,8 +122,7 @@ impl Harness {
             peer_nonce: [None; LINK_IDS],
             known: Vec::new(),
             known_next: 0,
-            captured: Vec::new(),
-            captured_next: 0,
+            captured: crate::Captured::default(),
             own: Vec::new(),
             tx: TxChecker::default(),
         }
@@ -146,12 +144,7 @@ impl Harness {
     }
 
     fn capture(&mut self, bytes: &[u8]) {
-        if self.captured.len() < CAPTURED {
-            self.captured.push(bytes.to_vec());
-        } else {
-            self.captured[self.captured_next % CAPTURED] = bytes.to_vec();
-            self.captured_next += 1;
-        }
+        self.captured.push(bytes);
     }
 
     fn check_bounds(&self) {
@@ -360,7 +353,7 @@ impl Harness {
             Op::Replay { link, pick, flip } => {
                 let li = self.link(link);
                 let pool = if pick & 1 == 0 || self.known.is_empty() {
-                    self.captured.get(usize::from(pick >> 1) % self.captured.len().max(1)).cloned()
+                    self.captured.pick(usize::from(pick >> 1))
                 } else {
                     self.known.get(usize::from(pick >> 1) % self.known.len()).map(|k| k.frame.clone())
                 };
