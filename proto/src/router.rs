@@ -85,6 +85,11 @@ pub struct Config {
     pub broadcast_defer: Duration,
     /// See `broadcast_defer`.
     pub broadcast_copies: u8,
+    /// The same for receipts, which climb toward the sender: a relayed
+    /// receipt is dropped once this many copies were heard, counting the
+    /// one that brought it and those from nodes at least as near the
+    /// sender (SPEC §5).
+    pub receipt_copies: u8,
     /// New messages per second per link that keep the hop budget they came
     /// with (token bucket, `far_burst` deep); the rest go on with at most
     /// `near_hops`. A neighbour flooding fresh messages then reaches only
@@ -116,6 +121,7 @@ impl Config {
         link_ups_per_sec: 64,
         broadcast_defer: Duration::from_millis(100),
         broadcast_copies: 3,
+        receipt_copies: 2,
         far_rate: 5,
         far_burst: 100,
         near_hops: 2,
@@ -286,7 +292,7 @@ enum SeenState {
     /// message pushed out by a flood could never come back on this path.
     Evicted,
     /// A valid receipt passed: never store again, and pass the receipt on.
-    Delivered { secret: [u8; RECEIPT_SECRET_LEN], hops: u8 },
+    Delivered { secret: [u8; RECEIPT_SECRET_LEN] },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -295,6 +301,10 @@ struct Seen {
     expires: Instant,
     origin: Origin,
     state: SeenState,
+    /// The hop budget the first copy arrived with (an own message: the
+    /// budget it was sent with). Receipts climb toward higher levels, that
+    /// is toward the sender (SPEC §5).
+    level: u8,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -384,7 +394,8 @@ enum Item {
     Receipt {
         id: MessageId,
         secret: [u8; RECEIPT_SECRET_LEN],
-        hops: u8,
+        /// This node's level for the message (what the frame carries).
+        level: u8,
     },
 }
 
@@ -938,17 +949,23 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                         meta.peer_has |= bit;
                     }
                 }
-                // The sender does not know it was delivered: tell it (one
+                // The peer does not know it was delivered: tell it (one
                 // 33-byte receipt for a 240+ byte frame: no amplification).
-                SeenState::Delivered { secret, hops } => {
-                    if let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) {
-                        let _ = l.queue.push_back(Item::Receipt { id, secret, hops });
+                // Not on a broadcast link: there a late copy is a neighbour's
+                // rebroadcast that was already on its way, and every
+                // neighbour holding the tombstone would answer it.
+                SeenState::Delivered { secret } => {
+                    let level = seen.level;
+                    if let Some(l) = self.links.get_mut(li).and_then(Option::as_mut)
+                        && !l.caps.broadcast
+                    {
+                        let _ = l.queue.push_back(Item::Receipt { id, secret, level });
                     }
                 }
                 SeenState::Gone | SeenState::Evicted => {}
             }
             if self.links.get(li).and_then(Option::as_ref).is_some_and(|l| l.caps.broadcast) {
-                self.heard_again(li, false, id);
+                self.heard_again(li, id, None);
             }
             self.stats.duplicates = self.stats.duplicates.saturating_add(1);
             return Ok(Outcome::Duplicate(id));
@@ -963,11 +980,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         let origin = Origin::Link(link.id);
         let lifetime = m.lifetime_secs().min(self.config.max_lifetime_secs);
         let expires = now.saturating_add(Duration::from_secs(u64::from(lifetime)));
-        let seen = Seen { commit: m.commit(), expires, origin, state: SeenState::Gone };
-        self.insert_seen(id, seen)?;
-        let class = m.class();
         // A budget above what any sender draws was raised on the way: cap it.
         let mut hops = m.hops().min(crate::wire::MAX_HOPS_DEFAULT);
+        let seen = Seen { commit: m.commit(), expires, origin, state: SeenState::Gone, level: hops };
+        self.insert_seen(id, seen)?;
+        let class = m.class();
         // Beyond its rate of far-travelling messages, a link's new messages
         // go on with a short budget: a flood stays local (SPEC §6.5).
         let (far_rate, far_burst, near) = (self.config.far_rate, self.config.far_burst, self.config.near_hops);
@@ -1299,12 +1316,30 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
     }
 
-    /// Another copy of `item`'s id, of the same kind, came in on broadcast
-    /// link `li`.
-    fn heard_again(&mut self, li: usize, receipt: bool, id: MessageId) {
+    /// Another copy of a message (`receipt` is `None`) or of its receipt
+    /// (at that level) came in on broadcast link `li`. A receipt's copy
+    /// counts only if it came from at least as near the sender as this node
+    /// is: one from farther away has yet to pass here. A message's copy also
+    /// puts the rebroadcast back by one more hold-back window: a node in a
+    /// well-covered spot waits longer and is likelier to hear the copy that
+    /// makes it keep quiet, while one at the edge of the coverage (few
+    /// copies heard) goes first (SPEC §6.5).
+    fn heard_again(&mut self, li: usize, id: MessageId, receipt: Option<u8>) {
+        let window = self.config.broadcast_defer;
         for d in self.deferred.iter_mut() {
-            if usize::from(d.link) == li && d.item.id() == id && matches!(d.item, Item::Receipt { .. }) == receipt {
+            if usize::from(d.link) != li || d.item.id() != id {
+                continue;
+            }
+            let counts = match (d.item, receipt) {
+                (Item::Message(_), None) => true,
+                (Item::Receipt { level, .. }, Some(heard)) => heard >= level,
+                _ => false,
+            };
+            if counts {
                 d.heard = d.heard.saturating_add(1);
+                if receipt.is_none() {
+                    d.due = d.due.saturating_add(window);
+                }
             }
         }
     }
@@ -1312,7 +1347,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// Deferred items whose time has come: queued, or dropped if enough
     /// copies were heard.
     fn release_deferred(&mut self, now: Instant) {
-        let copies = self.config.broadcast_copies;
+        let (copies, receipt_copies) = (self.config.broadcast_copies, self.config.receipt_copies);
         let mut i = 0;
         while let Some(d) = self.deferred.get(i).copied() {
             if d.due > now {
@@ -1320,7 +1355,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 continue;
             }
             self.deferred.swap_remove(i);
-            if d.heard >= copies {
+            let enough = match d.item {
+                Item::Message(_) => copies,
+                Item::Receipt { .. } => receipt_copies,
+            };
+            if enough > 0 && d.heard >= enough {
                 self.stats.suppressed = self.stats.suppressed.saturating_add(1);
                 continue;
             }
@@ -1339,7 +1378,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             if let Some(li) = li
                 && self.links.get(li).and_then(Option::as_ref).is_some_and(|l| l.caps.broadcast)
             {
-                self.heard_again(li, true, r.id);
+                self.heard_again(li, r.id, Some(r.level));
             }
             self.stats.duplicates = self.stats.duplicates.saturating_add(1);
             return Ok(r.id);
@@ -1355,20 +1394,22 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         // Keep the tombstone until the message's lifetime would have ended
         // (at least long enough to pass the receipt on).
         let expires = seen.expires.max(now.saturating_add(Duration::from_secs(TOMBSTONE_MIN_SECS)));
-        let hops = match li {
-            Some(_) => r.hops.min(crate::wire::MAX_HOPS_DEFAULT).saturating_sub(1),
-            None => r.hops,
-        };
         if let Some(s) = self.seen.get_mut(&r.id) {
-            s.state = SeenState::Delivered { secret: r.secret, hops };
+            s.state = SeenState::Delivered { secret: r.secret };
             s.expires = expires;
         }
         self.schedule_sweep(expires);
         if seen.origin == Origin::Own {
             let _ = self.events.push_back(Event::Delivered(r.id));
         }
-        if hops > 0 || li.is_none() {
-            self.enqueue_all(now, Item::Receipt { id: r.id, secret: r.secret, hops }, li, SizeClass::Small);
+        // Receipts climb: passed on only by a node nearer the sender than
+        // the one it came from (its first copy arrived with more hops left).
+        // Along the path the message took there always is one, up to the
+        // sender; everyone else keeps quiet. The level strictly rises at
+        // every step, so a receipt cannot loop (SPEC §5).
+        if li.is_none() || seen.level > r.level {
+            let item = Item::Receipt { id: r.id, secret: r.secret, level: seen.level };
+            self.enqueue_all(now, item, li, SizeClass::Small);
         }
         Ok(r.id)
     }
@@ -1469,9 +1510,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             return Err(FrameError::UnknownLink);
         };
         for (id, seen) in self.seen.iter() {
-            if let SeenState::Delivered { secret, hops } = seen.state
+            if let SeenState::Delivered { secret } = seen.state
                 && fps.binary_search(&hash::fingerprint(&salt, &id.0)).is_ok()
-                && l.queue.push_back(Item::Receipt { id: *id, secret, hops }).is_err()
+                && l.queue.push_back(Item::Receipt { id: *id, secret, level: seen.level }).is_err()
             {
                 break;
             }
@@ -1491,7 +1532,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         let lifetime = m.lifetime_secs().min(self.config.max_lifetime_secs);
         let expires = now.saturating_add(Duration::from_secs(u64::from(lifetime)));
-        let seen = Seen { commit: m.commit(), expires, origin: Origin::Own, state: SeenState::Gone };
+        let level = m.hops();
+        let seen = Seen { commit: m.commit(), expires, origin: Origin::Own, state: SeenState::Gone, level };
         self.insert_seen(id, seen).map_err(|_| SubmitError::StoreFull)?;
         let meta = Meta {
             id,
@@ -1523,7 +1565,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// every link. Returns whether the id was known (it is, unless the seen
     /// table forgot it).
     pub fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
-        let r = ReceiptRepr { hops: crate::wire::MAX_HOPS_DEFAULT, lifetime_secs: 0, id, secret };
+        // The level is filled in from the seen entry (an unknown id is refused).
+        let r = ReceiptRepr { level: 0, lifetime_secs: 0, id, secret };
         self.handle_receipt(now, None, r).is_ok()
     }
 
@@ -1825,7 +1868,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn build_item(&mut self, now: Instant, li: usize, item: Item) -> Option<usize> {
         let bit = 1u32 << (li & 31);
         match item {
-            Item::Receipt { id, secret, hops } => {
+            Item::Receipt { id, secret, level } => {
                 // Its tombstone gives the remaining lifetime; without one
                 // (evicted meanwhile) the receipt lives as long as the
                 // shortest tombstone would have.
@@ -1835,7 +1878,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 };
                 let remaining = expires.saturating_since(now).as_secs_ceil();
                 let lifetime_secs = u32::try_from(remaining).unwrap_or(MAX_LIFETIME_SECS).min(MAX_LIFETIME_SECS);
-                let r = ReceiptRepr { hops, lifetime_secs, id, secret };
+                let r = ReceiptRepr { level, lifetime_secs, id, secret };
                 let l = self.links.get_mut(li)?.as_mut()?;
                 l.tx.clear();
                 let _ = l.tx.resize(RECEIPT_LEN, 0);

@@ -369,11 +369,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> MessageFrame<T> {
 }
 
 /// A delivery receipt (kind 3), fixed 33 bytes:
-/// `byte0 | hops | lifetime u24 | id[16] | secret[12]`.
+/// `byte0 | level | lifetime u24 | id[16] | secret[12]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReceiptRepr {
-    /// Remaining hop budget.
-    pub hops: u8,
+    /// The hop budget the transmitting node's first copy of the message
+    /// arrived with (its own budget, at the sender): higher is nearer the
+    /// sender. A node passes the receipt on only if its own level is higher
+    /// (SPEC §5), so receipts climb toward the sender and cannot loop.
+    pub level: u8,
     /// Remaining lifetime in seconds.
     pub lifetime_secs: u32,
     /// The message this receipt is for.
@@ -396,7 +399,7 @@ impl ReceiptRepr {
             return Err(WireError::BadField);
         }
         Ok(ReceiptRepr {
-            hops: bytes.get(1).copied().unwrap_or(0),
+            level: bytes.get(1).copied().unwrap_or(0),
             lifetime_secs,
             id: MessageId(array(bytes, 5)),
             secret: array(bytes, 21),
@@ -406,7 +409,7 @@ impl ReceiptRepr {
     /// Emit into `buf` (at least [`RECEIPT_LEN`] bytes); returns the length.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         let out = buf.get_mut(..RECEIPT_LEN).ok_or(WireError::BadLength)?;
-        put(out, 0, &[Kind::Receipt.byte0(), self.hops]);
+        put(out, 0, &[Kind::Receipt.byte0(), self.level]);
         put_u24(out, 2, self.lifetime_secs.min(MAX_LIFETIME_SECS));
         put(out, 5, &self.id.0);
         put(out, 21, &self.secret);
@@ -622,7 +625,7 @@ impl fmt::Display for PrettyPrinter<'_> {
             }
             Frame::Receipt(r) => {
                 writeln!(f, "receipt, {RECEIPT_LEN} bytes")?;
-                writeln!(f, "  hops left   {}", r.hops)?;
+                writeln!(f, "  level       {} (hops left on the transmitter's copy of the message)", r.level)?;
                 writeln!(f, "  lifetime    {} s", r.lifetime_secs)?;
                 writeln!(f, "  for id      {}", r.id)?;
                 write!(f, "  secret      {}", Hex(&r.secret))

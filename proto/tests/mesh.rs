@@ -733,13 +733,13 @@ fn a_forged_receipt_erases_nothing() {
     assert!(net.router(r).holds(&id));
     let mut buf = [0u8; wire::RECEIPT_LEN];
     for i in 0..100u8 {
-        let forged = ReceiptRepr { hops: 5, lifetime_secs: 100, id, secret: [i; 12] };
+        let forged = ReceiptRepr { level: 5, lifetime_secs: 100, id, secret: [i; 12] };
         forged.emit(&mut buf).unwrap();
         assert_eq!(net.inject(r, a, &buf), Err(FrameError::UnverifiedReceipt));
     }
     assert!(net.router(r).holds(&id), "still held after 100 forged receipts");
     // A receipt for an id the relay never saw is not forwarded either.
-    let other = ReceiptRepr { hops: 5, lifetime_secs: 100, id: MessageId([9; 16]), secret: [1; 12] };
+    let other = ReceiptRepr { level: 5, lifetime_secs: 100, id: MessageId([9; 16]), secret: [1; 12] };
     other.emit(&mut buf).unwrap();
     assert_eq!(net.inject(r, a, &buf), Err(FrameError::UnverifiedReceipt));
     net.connect(r, b);

@@ -86,7 +86,7 @@ fn feed(r: &mut SmallRouter, now: Instant, link: u32, bytes: &[u8]) -> Got {
 
 fn receipt(id: MessageId, secret: [u8; wire::RECEIPT_SECRET_LEN]) -> [u8; RECEIPT_LEN] {
     let mut buf = [0u8; RECEIPT_LEN];
-    ReceiptRepr { hops: 5, lifetime_secs: 60, id, secret }.emit(&mut buf).expect("receipt fits");
+    ReceiptRepr { level: 5, lifetime_secs: 60, id, secret }.emit(&mut buf).expect("receipt fits");
     buf
 }
 
@@ -97,12 +97,12 @@ proptest! {
 
     #[test]
     fn receipt_round_trip(
-        hops: u8,
+        level: u8,
         lifetime_secs in 0..=MAX_LIFETIME_SECS,
         id: [u8; 16],
         secret: [u8; 12],
     ) {
-        let r = ReceiptRepr { hops, lifetime_secs, id: MessageId(id), secret };
+        let r = ReceiptRepr { level, lifetime_secs, id: MessageId(id), secret };
         let mut buf = [0u8; 64];
         prop_assert_eq!(r.emit(&mut buf), Ok(RECEIPT_LEN));
         let bytes = &buf[..RECEIPT_LEN];

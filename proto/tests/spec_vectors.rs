@@ -159,7 +159,7 @@ fn generate() -> String {
     assert_eq!(envelope::parse_payload(&scratch[opened2.plaintext.clone()]).unwrap(), payload2);
 
     writeln!(out, "## receipt for the first-contact message").unwrap();
-    let receipt = ReceiptRepr { hops: 12, lifetime_secs: 86_400, id: sealed.id, secret: sealed.secret };
+    let receipt = ReceiptRepr { level: 12, lifetime_secs: 86_400, id: sealed.id, secret: sealed.secret };
     let mut r = [0u8; 33];
     receipt.emit(&mut r).unwrap();
     assert!(receipt.matches(&sealed.commit));

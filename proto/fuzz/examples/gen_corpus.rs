@@ -361,7 +361,7 @@ fn endpoint_seeds(dir: &Path) {
 fn wire_seeds(dir: &Path) {
     let mut buf = [0u8; 1200];
     let id = MessageId([0x42; 16]);
-    let n = ReceiptRepr { hops: 12, lifetime_secs: 3600, id, secret: [7; 12] }.emit(&mut buf).expect("receipt");
+    let n = ReceiptRepr { level: 12, lifetime_secs: 3600, id, secret: [7; 12] }.emit(&mut buf).expect("receipt");
     write(dir, "wire_parse", "receipt", &buf[..n]);
     let n = HelloRepr { nonce: [1; 16], echo: [2; 16] }.emit(&mut buf).expect("hello");
     write(dir, "wire_parse", "hello", &buf[..n]);

@@ -54,7 +54,7 @@ pub enum Op {
     Summary { link: u8, seq: u8, last: bool, picks: Vec<u8>, junk: u8 },
     Message { link: u8, spec: MsgSpec, seg_mtu: Option<u16>, order: u64 },
     Replay { link: u8, pick: u8, flip: Option<u16> },
-    Receipt { link: u8, pick: u8, forge: Option<[u8; RECEIPT_SECRET_LEN]>, hops: u8 },
+    Receipt { link: u8, pick: u8, forge: Option<[u8; RECEIPT_SECRET_LEN]>, level: u8 },
     Advance { ms: u16 },
     AdvanceSecs { secs: u16 },
     Timeout,
@@ -372,13 +372,13 @@ impl Harness {
                     assert!(!matches!(res, Ok(Some(_))), "a frame with a flipped bit at {bit} was taken as new");
                 }
             }
-            Op::Receipt { link, pick, forge, hops } => {
+            Op::Receipt { link, pick, forge, level } => {
                 let li = self.link(link);
                 let Some(k) = self.known.get(usize::from(pick) % self.known.len().max(1)) else { return };
                 let (id, commit) = (k.id, k.commit);
                 let secret = f_or(forge.or(k.secret));
                 let genuine = hash::receipt_commit(&secret) == commit;
-                let r = ReceiptRepr { hops, lifetime_secs: 60, id, secret };
+                let r = ReceiptRepr { level, lifetime_secs: 60, id, secret };
                 let mut buf = [0u8; 64];
                 let n = r.emit(&mut buf).expect("receipt fits");
                 let held_before = self.router.holds(&id);

@@ -1059,7 +1059,7 @@ mod raw {
                     s.copy_from_slice(&f.sealed()[..8]);
                     let seq = u64::from_le_bytes(s);
                     let Some(first) = usize::try_from(seq).ok().and_then(|i| seen.get_mut(i)) else { continue };
-                    let r = ReceiptRepr { hops: MAX_HOPS_DEFAULT, lifetime_secs: 0, id: f.id(), secret: secret(seq) };
+                    let r = ReceiptRepr { level: MAX_HOPS_DEFAULT, lifetime_secs: 0, id: f.id(), secret: secret(seq) };
                     if let Ok(k) = r.emit(&mut out)
                         && b.send(&out[..k]).is_ok()
                     {

@@ -92,6 +92,7 @@ pub fn router_config(sc: &Scenario) -> Config {
         link_ups_per_sec: o.link_ups_per_sec.unwrap_or(d.link_ups_per_sec),
         broadcast_defer: o.broadcast_defer_ms.map_or(d.broadcast_defer, Duration::from_millis),
         broadcast_copies: o.broadcast_copies.unwrap_or(d.broadcast_copies),
+        receipt_copies: o.receipt_copies.unwrap_or(d.receipt_copies),
         far_rate: o.far_rate.unwrap_or(d.far_rate),
         far_burst: o.far_burst.unwrap_or(d.far_burst),
         near_hops: o.near_hops.unwrap_or(d.near_hops),
@@ -506,7 +507,7 @@ impl Adv {
                 let id = *self.ids.get(k)?;
                 let mut secret = [0u8; wire::RECEIPT_SECRET_LEN];
                 self.rng.fill_bytes(&mut secret);
-                ReceiptRepr { hops: wire::MAX_HOPS_DEFAULT, lifetime_secs: 3600, id, secret }.emit(buf).ok()
+                ReceiptRepr { level: wire::MAX_HOPS_DEFAULT, lifetime_secs: 3600, id, secret }.emit(buf).ok()
             }
         }
     }

@@ -98,6 +98,9 @@ pub struct RouterConfig {
     pub broadcast_defer_ms: Option<u64>,
     /// Copies heard meanwhile that cancel the rebroadcast (0: never).
     pub broadcast_copies: Option<u8>,
+    /// Copies of a receipt (from as near the sender or nearer) that cancel
+    /// a rebroadcast.
+    pub receipt_copies: Option<u8>,
     /// New messages per second per link that keep their hop budget.
     pub far_rate: Option<u32>,
     /// Depth of that bucket.

@@ -1,0 +1,294 @@
+//! Routers on a shared broadcast radio (SPEC §5, §6.5): every transmission
+//! reaches every node in range. Deterministic: a virtual clock, fixed
+//! latency, the routers' own timers. Checks that relayed messages are held
+//! back and suppressed by copies heard, and that receipts climb toward the
+//! sender instead of flooding the mesh.
+
+use std::collections::BTreeMap;
+
+use ferry_proto::hash;
+use ferry_proto::router::{Config, Event, LinkCaps, LinkId, Router};
+use ferry_proto::time::{Duration, Instant};
+use ferry_proto::wire::{self, Kind, MessageFrame, MessageId, RECEIPT_LEN, ReceiptRepr, SizeClass};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+type Radio = Router<64, 4, 256, 4, 32, 2>;
+
+const RADIO: LinkId = LinkId(0);
+const CAPS: LinkCaps = LinkCaps { mtu: 255, broadcast: true, max_class: SizeClass::Small };
+const LATENCY: Duration = Duration::from_millis(5);
+const SECRET: [u8; wire::RECEIPT_SECRET_LEN] = [7; wire::RECEIPT_SECRET_LEN];
+
+/// A radio mesh: routers, who hears whom, frames in flight.
+struct Air {
+    nodes: Vec<Box<Radio>>,
+    hears: Vec<Vec<usize>>,
+    now: Instant,
+    /// (arrival, seq) -> (receiver, bytes).
+    flights: BTreeMap<(Instant, u64), (usize, Vec<u8>)>,
+    seq: u64,
+    /// Every transmission: (time, node, kind).
+    log: Vec<(Instant, usize, Kind)>,
+    delivered: Vec<(usize, MessageId)>,
+}
+
+impl Air {
+    fn new(n: usize, edges: &[(usize, usize)], config: Config) -> Self {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            let mut r = Box::new(Radio::new(config));
+            assert!(r.handle_link_up(Instant::ZERO, &mut rng, RADIO, CAPS));
+            nodes.push(r);
+        }
+        let mut hears = vec![Vec::new(); n];
+        for &(a, b) in edges {
+            hears[a].push(b);
+            hears[b].push(a);
+        }
+        Air {
+            nodes,
+            hears,
+            now: Instant::from_millis(1_000),
+            flights: BTreeMap::new(),
+            seq: 0,
+            log: Vec::new(),
+            delivered: Vec::new(),
+        }
+    }
+
+    /// A `w` x `h` grid, each node hearing its eight neighbours (about the
+    /// density of the simulator's reference mesh).
+    fn grid(w: usize, h: usize) -> Self {
+        let mut edges = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                if x + 1 < w {
+                    edges.push((i, i + 1));
+                }
+                if y + 1 < h {
+                    edges.push((i, i + w));
+                    if x + 1 < w {
+                        edges.push((i, i + w + 1));
+                    }
+                    if x > 0 {
+                        edges.push((i, i + w - 1));
+                    }
+                }
+            }
+        }
+        Air::new(w * h, &edges, Config::DEFAULT)
+    }
+
+    /// Drain what node `n` wants to send and put it on the air.
+    fn flush(&mut self, n: usize) {
+        let mut buf = [0u8; wire::MAX_FRAME_LEN];
+        while let Some(t) = self.nodes[n].poll_transmit(self.now, &mut buf) {
+            assert_eq!(t.link, RADIO);
+            let bytes = buf[..t.len].to_vec();
+            let kind = wire::classify(&bytes).expect("a router sends well-formed frames");
+            self.log.push((self.now, n, kind));
+            for &to in &self.hears[n] {
+                self.seq += 1;
+                self.flights.insert((self.now.saturating_add(LATENCY), self.seq), (to, bytes.clone()));
+            }
+        }
+        while let Some(ev) = self.nodes[n].poll_event() {
+            if let Event::Delivered(id) = ev {
+                self.delivered.push((n, id));
+            }
+        }
+    }
+
+    /// Run until nothing is in flight and no timer is due before `until`.
+    fn run(&mut self, until: Instant) {
+        loop {
+            let timer = (0..self.nodes.len()).filter_map(|n| self.nodes[n].poll_timeout().map(|t| (t, n))).min();
+            let flight = self.flights.keys().next().copied();
+            match (flight, timer) {
+                (Some((at, seq)), t) if t.is_none_or(|(tt, _)| at <= tt) && at <= until => {
+                    let (to, bytes) = self.flights.remove(&(at, seq)).expect("present");
+                    self.now = self.now.max(at);
+                    let _ = self.nodes[to].handle_frame(self.now, RADIO, &bytes);
+                    self.flush(to);
+                }
+                (_, Some((at, n))) if at <= until => {
+                    self.now = self.now.max(at);
+                    self.nodes[n].handle_timeout(self.now);
+                    self.flush(n);
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn sent(&self, kind: Kind) -> Vec<usize> {
+        self.log.iter().filter(|l| l.2 == kind).map(|l| l.1).collect()
+    }
+}
+
+/// A message frame whose receipt secret is [`SECRET`], as a sender's
+/// endpoint would seal it (the body is random: routers never open it).
+fn message(seed: u64, hops: u8) -> (MessageId, Vec<u8>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut buf = vec![0u8; SizeClass::Small.frame_len()];
+    let mut m = MessageFrame::new_unchecked(&mut buf[..]);
+    m.emit_header(Kind::FirstContact, hops, 3_600, &hash::receipt_commit(&SECRET));
+    rng.fill(m.sealed_mut());
+    let id = m.fill_id();
+    (id, buf)
+}
+
+fn receipt(id: MessageId, level: u8) -> [u8; RECEIPT_LEN] {
+    let mut buf = [0u8; RECEIPT_LEN];
+    ReceiptRepr { level, lifetime_secs: 60, id, secret: SECRET }.emit(&mut buf).expect("fits");
+    buf
+}
+
+/// Sender at one end of a line, recipient in the middle: the message
+/// reaches the whole line, the receipt goes back to the sender only. The
+/// nodes past the recipient (they got the message through it) keep quiet:
+/// with receipts flooding, they would each have sent it on.
+#[test]
+fn a_receipt_climbs_to_the_sender_and_nowhere_else() {
+    // 0 (sender) - 1 - 2 - 3 - 4 - 5 (recipient) - 6 - 7 - 8
+    let edges: Vec<(usize, usize)> = (0..8).map(|i| (i, i + 1)).collect();
+    let mut air = Air::new(9, &edges, Config::DEFAULT);
+    let (id, frame) = message(1, 120);
+    let now = air.now;
+    assert_eq!(air.nodes[0].submit(now, &frame), Ok(id));
+    air.flush(0);
+    air.run(now.saturating_add(Duration::from_millis(5_000)));
+    // On a line each node hears at most two copies: every one relays (the
+    // last one too: it cannot know nobody is beyond).
+    assert_eq!(air.sent(Kind::FirstContact), (0..9).collect::<Vec<_>>());
+    for n in 1..9 {
+        assert!(air.nodes[n].holds(&id), "node {n} holds the message");
+    }
+
+    let now = air.now;
+    assert!(air.nodes[5].emit_receipt(now, id, SECRET));
+    air.flush(5);
+    air.run(now.saturating_add(Duration::from_millis(5_000)));
+    assert_eq!(air.delivered, vec![(0, id)], "the sender, and only it, learns of the delivery");
+    let mut rs = air.sent(Kind::Receipt);
+    rs.sort_unstable();
+    // The sender's level is its neighbour's (the budget it sent with), so it
+    // does not send its own receipt on: nobody nearer needs it.
+    assert_eq!(rs, vec![1, 2, 3, 4, 5], "the recipient and every relay toward the sender, once each");
+    // Those that heard it dropped their copy; 7 and 8 never heard it and
+    // keep theirs until it expires.
+    for n in 0..=6 {
+        assert!(!air.nodes[n].holds(&id), "node {n} heard the receipt and dropped the message");
+    }
+    assert!(air.nodes[7].holds(&id) && air.nodes[8].holds(&id));
+}
+
+/// On a grid, a receipt from the far corner costs a corridor, not the grid:
+/// every node gets the message, the sender gets the receipt, and far fewer
+/// nodes send the receipt than the message.
+#[test]
+fn on_a_grid_the_receipt_costs_a_corridor() {
+    let (w, h) = (12, 12);
+    let mut air = Air::grid(w, h);
+    let (id, frame) = message(2, 120);
+    let now = air.now;
+    assert_eq!(air.nodes[0].submit(now, &frame), Ok(id));
+    air.flush(0);
+    air.run(now.saturating_add(Duration::from_millis(20_000)));
+    let relays = air.sent(Kind::FirstContact).len();
+    for n in 1..w * h {
+        assert!(air.nodes[n].holds(&id), "node {n} got the message");
+    }
+    // Counter-based suppression: well under one transmission per node.
+    assert!(relays < w * h / 2, "{relays} message transmissions for {} nodes", w * h);
+    eprintln!("grid {w}x{h}: {relays} message transmissions");
+
+    let far = w * h - 1;
+    let now = air.now;
+    assert!(air.nodes[far].emit_receipt(now, id, SECRET));
+    air.flush(far);
+    air.run(now.saturating_add(Duration::from_millis(20_000)));
+    assert_eq!(air.delivered, vec![(0, id)]);
+    let receipts = air.sent(Kind::Receipt).len();
+    eprintln!("grid {w}x{h}: {receipts} receipt transmissions");
+    // The shortest path has 11 hops; the corridor may be a few nodes wide.
+    let path = w.max(h) - 1;
+    assert!(receipts >= path, "{receipts} receipt transmissions, the path has {path} hops");
+    assert!(receipts <= 3 * path, "{receipts} receipt transmissions for a {path}-hop path on {} nodes", w * h);
+}
+
+/// One node, its radio, a message held back: each further copy heard puts
+/// the rebroadcast back by one hold-back window; the third copy cancels it.
+#[test]
+fn copies_heard_put_a_rebroadcast_back_and_then_cancel_it() {
+    let config = Config::DEFAULT;
+    let mut air = Air::new(1, &[], config);
+    let (id, frame) = message(3, 100);
+    let t0 = air.now;
+    let _ = air.nodes[0].handle_frame(t0, RADIO, &frame);
+    let due = air.nodes[0].poll_timeout().expect("the rebroadcast is held back");
+    assert!(due >= t0 && due <= t0.saturating_add(config.broadcast_defer), "held back within the window");
+
+    // A second copy just before it is due: the rebroadcast moves a window on.
+    let t1 = Instant::from_millis(due.millis().saturating_sub(1)).max(t0);
+    let _ = air.nodes[0].handle_frame(t1, RADIO, &frame);
+    let later = air.nodes[0].poll_timeout().expect("still held back");
+    assert_eq!(later, due.saturating_add(config.broadcast_defer));
+    air.now = due;
+    air.nodes[0].handle_timeout(due);
+    air.flush(0);
+    assert!(air.log.is_empty(), "not sent at the first due time");
+    air.now = later;
+    air.nodes[0].handle_timeout(later);
+    air.flush(0);
+    assert_eq!(air.sent(Kind::FirstContact), vec![0], "sent once the later time came");
+
+    // Another message: three copies in the window, and it is never sent.
+    let (id2, frame2) = message(4, 100);
+    let t = air.now;
+    for _ in 0..3 {
+        let _ = air.nodes[0].handle_frame(t, RADIO, &frame2);
+    }
+    air.run(t.saturating_add(Duration::from_millis(1_000)));
+    assert_eq!(air.sent(Kind::FirstContact), vec![0], "suppressed");
+    assert!(air.nodes[0].holds(&id2) && air.nodes[0].holds(&id), "suppressed is not dropped");
+}
+
+/// A relayed receipt counts only copies from as near the sender or nearer:
+/// one from farther away does not stop it, one from the same level does.
+#[test]
+fn receipt_copies_count_only_from_nearer_the_sender() {
+    for (echo, sent) in [(None, true), (Some(49), true), (Some(50), false), (Some(60), false)] {
+        let mut air = Air::new(1, &[], Config::DEFAULT);
+        let (id, frame) = message(5, 50);
+        let t = air.now;
+        let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+        air.run(t.saturating_add(Duration::from_millis(1_000)));
+        let base = air.log.len();
+        // From farther away (level 40 < 50): this node passes it on.
+        let t = air.now;
+        let _ = air.nodes[0].handle_frame(t, RADIO, &receipt(id, 40));
+        assert!(!air.nodes[0].holds(&id), "a valid receipt drops the copy");
+        if let Some(level) = echo {
+            let _ = air.nodes[0].handle_frame(t, RADIO, &receipt(id, level));
+        }
+        air.run(t.saturating_add(Duration::from_millis(1_000)));
+        let receipts: Vec<_> = air.log[base..].iter().filter(|l| l.2 == Kind::Receipt).collect();
+        assert_eq!(receipts.len(), usize::from(sent), "echo at level {echo:?}");
+    }
+    // From nearer the sender (level 60 > 50): nothing to pass on.
+    let mut air = Air::new(1, &[], Config::DEFAULT);
+    let (id, frame) = message(6, 50);
+    let t = air.now;
+    let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+    air.run(t.saturating_add(Duration::from_millis(1_000)));
+    let base = air.log.len();
+    let _ = air.nodes[0].handle_frame(air.now, RADIO, &receipt(id, 60));
+    assert!(!air.nodes[0].holds(&id));
+    air.run(air.now.saturating_add(Duration::from_millis(1_000)));
+    assert_eq!(air.log.len(), base, "a receipt from nearer the sender is not sent back down");
+}
