@@ -100,6 +100,13 @@ pub struct Config {
     pub far_burst: u32,
     /// See `far_rate`.
     pub near_hops: u8,
+    /// `near_hops` for messages heard on a broadcast link. There one
+    /// bucket serves every transmitter in range, so a flooder's messages
+    /// that keep their budget at its neighbours drain the buckets of the
+    /// whole mesh and honest messages are shortened too; and every hop of a
+    /// shortened message costs a whole neighbourhood's airtime. One hop
+    /// keeps the flood smallest (SPEC §6.5).
+    pub near_hops_broadcast: u8,
     /// Store slots used at most, small and large (capped at the type's `S`
     /// and `L`): a memory budget below the compiled size. Slots are used
     /// from the lowest index up, so a router in untouched memory (a
@@ -125,6 +132,7 @@ impl Config {
         far_rate: 5,
         far_burst: 100,
         near_hops: 2,
+        near_hops_broadcast: 1,
         store_slots: (usize::MAX, usize::MAX),
     };
 }
@@ -978,6 +986,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             return Err(FrameError::UnknownLink);
         };
         let origin = Origin::Link(link.id);
+        let broadcast = link.caps.broadcast;
         let lifetime = m.lifetime_secs().min(self.config.max_lifetime_secs);
         let expires = now.saturating_add(Duration::from_secs(u64::from(lifetime)));
         // A budget above what any sender draws was raised on the way: cap it.
@@ -987,7 +996,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         let class = m.class();
         // Beyond its rate of far-travelling messages, a link's new messages
         // go on with a short budget: a flood stays local (SPEC §6.5).
-        let (far_rate, far_burst, near) = (self.config.far_rate, self.config.far_burst, self.config.near_hops);
+        let (far_rate, far_burst) = (self.config.far_rate, self.config.far_burst);
+        let near = if broadcast { self.config.near_hops_broadcast } else { self.config.near_hops };
         if hops > near
             && let Some(l) = self.links.get_mut(li).and_then(Option::as_mut)
             && !l.far.take(now, far_rate, far_burst)
@@ -1310,8 +1320,14 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                     continue;
                 }
             }
-            // A full queue drops the item for this link; the next link-up's
-            // summaries will offer it again.
+            // A full queue drops a relayed item for this link (the next
+            // link-up's summaries will offer it again); this node's own
+            // message or receipt takes the place of the newest relayed one
+            // instead: on a broadcast radio nothing offers it again, and a
+            // busy neighbourhood must not silence the node itself.
+            if from.is_none() && l.queue.is_full() {
+                let _ = l.queue.pop_back();
+            }
             let _ = l.queue.push_back(item);
         }
     }

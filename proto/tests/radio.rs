@@ -30,7 +30,11 @@ struct Air {
     seq: u64,
     /// Every transmission: (time, node, kind).
     log: Vec<(Instant, usize, Kind)>,
+    /// Byte 1 of every transmission (a message's hops, a receipt's level).
+    byte1: Vec<u8>,
     delivered: Vec<(usize, MessageId)>,
+    /// Own messages that went out: (node, id).
+    sent_own: Vec<(usize, MessageId)>,
 }
 
 impl Air {
@@ -55,6 +59,8 @@ impl Air {
             seq: 0,
             log: Vec::new(),
             delivered: Vec::new(),
+            sent_own: Vec::new(),
+            byte1: Vec::new(),
         }
     }
 
@@ -90,14 +96,17 @@ impl Air {
             let bytes = buf[..t.len].to_vec();
             let kind = wire::classify(&bytes).expect("a router sends well-formed frames");
             self.log.push((self.now, n, kind));
+            self.byte1.push(bytes[1]);
             for &to in &self.hears[n] {
                 self.seq += 1;
                 self.flights.insert((self.now.saturating_add(LATENCY), self.seq), (to, bytes.clone()));
             }
         }
         while let Some(ev) = self.nodes[n].poll_event() {
-            if let Event::Delivered(id) = ev {
-                self.delivered.push((n, id));
+            match ev {
+                Event::Delivered(id) => self.delivered.push((n, id)),
+                Event::Sent(id) => self.sent_own.push((n, id)),
+                _ => {}
             }
         }
     }
@@ -291,4 +300,42 @@ fn receipt_copies_count_only_from_nearer_the_sender() {
     assert!(!air.nodes[0].holds(&id));
     air.run(air.now.saturating_add(Duration::from_millis(1_000)));
     assert_eq!(air.log.len(), base, "a receipt from nearer the sender is not sent back down");
+}
+
+/// A node whose radio queue is full of relayed frames (a busy or flooded
+/// neighbourhood) still gets its own message out: it takes the place of a
+/// relayed one. On a broadcast radio nothing would offer it again.
+#[test]
+fn an_own_message_gets_out_of_a_full_queue() {
+    let config = Config { broadcast_copies: 0, ..Config::DEFAULT };
+    let mut air = Air::new(1, &[], config);
+    let t = air.now;
+    // More relayed messages than the queue holds (32), none sent yet.
+    for seed in 100..140 {
+        let (_, frame) = message(seed, 100);
+        let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+    }
+    let (own, frame) = message(7, 120);
+    assert_eq!(air.nodes[0].submit(t, &frame), Ok(own));
+    air.flush(0);
+    assert_eq!(air.log.len(), 32, "one queue's worth of frames");
+    assert_eq!(air.sent_own, vec![(0, own)], "the own message went out");
+}
+
+/// Past its far rate, a broadcast link's new messages go on with one hop
+/// (`near_hops_broadcast`): heard by the neighbours, passed on by none.
+#[test]
+fn over_the_far_rate_a_broadcast_message_goes_one_hop() {
+    let config = Config { broadcast_copies: 0, far_burst: 3, ..Config::DEFAULT };
+    let mut air = Air::new(1, &[], config);
+    let t = air.now;
+    for seed in 200..206 {
+        let (_, frame) = message(seed, 100);
+        let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+    }
+    air.flush(0);
+    let mut hops = air.byte1.clone();
+    hops.sort_unstable();
+    assert_eq!(hops, vec![0, 0, 0, 99, 99, 99], "three keep their budget, three are heard one hop away only");
+    assert_eq!(air.nodes[0].stats().shortened, 3);
 }

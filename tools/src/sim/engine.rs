@@ -96,6 +96,7 @@ pub fn router_config(sc: &Scenario) -> Config {
         far_rate: o.far_rate.unwrap_or(d.far_rate),
         far_burst: o.far_burst.unwrap_or(d.far_burst),
         near_hops: o.near_hops.unwrap_or(d.near_hops),
+        near_hops_broadcast: o.near_hops_broadcast.unwrap_or(d.near_hops_broadcast),
         store_slots: d.store_slots,
     }
 }

@@ -107,6 +107,8 @@ pub struct RouterConfig {
     pub far_burst: Option<u32>,
     /// The budget the others go on with.
     pub near_hops: Option<u8>,
+    /// The same on broadcast links.
+    pub near_hops_broadcast: Option<u8>,
 }
 
 /// What a hostile node does.
