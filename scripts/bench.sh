@@ -31,12 +31,16 @@ target/release/ferry-relay-bench "${relay[@]}" >"$out/relay.md" 2>"$out/relay.er
 
 echo "== simulator (the reference with the documented fast DH stand-in, in its own target dir)" >&2
 CARGO_TARGET_DIR=target/fast-dh cargo build --release -q -p ferry-tools --features fast-dh --bin ferry-sim
-for s in reference partition-carrier flooder; do
+for s in reference partition-carrier; do
     scen=tools/scenarios/$s.toml
     sim=target/release/ferry-sim
     [ "$s" = reference ] && sim=target/fast-dh/release/ferry-sim
     [ $quick = 1 ] && [ "$s" = reference ] && scen=tools/scenarios/reference-quick.toml
     "$sim" run "$scen" --seed 1 --out "$out/sim-$s" >"$out/sim-$s.txt" 2>"$out/sim-$s.err"
 done
+# The flooder figure over many seeds (one seed places one flooder).
+if [ $quick = 1 ]; then seeds=1..5; else seeds=1..17; fi
+target/fast-dh/release/ferry-sim sweep tools/scenarios/flooder.toml --seeds $seeds --out "$out/sim-flooder" \
+    >"$out/sim-flooder-sweep.txt" 2>"$out/sim-flooder-sweep.err"
 
 target/release/ferry-bench-table "$out" | tee "$out/table.md"
