@@ -87,8 +87,9 @@ pub struct Config {
     pub broadcast_copies: u8,
     /// The same for receipts, which climb toward the sender: a relayed
     /// receipt is dropped once this many copies were heard, counting the
-    /// one that brought it and those from nodes at least as near the
-    /// sender (SPEC §5).
+    /// one that brought it and those from nodes at this node's level or
+    /// the next one up (SPEC §5). Like `broadcast_copies`, only where
+    /// relayed frames are held back at all (`broadcast_copies` > 0).
     pub receipt_copies: u8,
     /// New messages per second per link that keep the hop budget they came
     /// with (token bucket, `far_burst` deep); the rest go on with at most
@@ -135,6 +136,16 @@ impl Config {
         near_hops_broadcast: 1,
         store_slots: (usize::MAX, usize::MAX),
     };
+}
+
+impl Config {
+    /// Copies heard that cancel a held-back rebroadcast of `item`.
+    fn copies_for(&self, item: &Item) -> u8 {
+        match item {
+            Item::Message(_) => self.broadcast_copies,
+            Item::Receipt { .. } => self.receipt_copies,
+        }
+    }
 }
 
 impl Default for Config {
@@ -300,7 +311,9 @@ enum SeenState {
     /// message pushed out by a flood could never come back on this path.
     Evicted,
     /// A valid receipt passed: never store again, and pass the receipt on.
-    Delivered { secret: [u8; RECEIPT_SECRET_LEN] },
+    /// `passed`: this node sent it on (it came from below this node's
+    /// level), which it does at most once.
+    Delivered { secret: [u8; RECEIPT_SECRET_LEN], passed: bool },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -404,6 +417,8 @@ enum Item {
         secret: [u8; RECEIPT_SECRET_LEN],
         /// This node's level for the message (what the frame carries).
         level: u8,
+        /// Emitted by this node (it is the recipient), not relayed.
+        own: bool,
     },
 }
 
@@ -941,10 +956,14 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     ) -> Result<Outcome<'a>, FrameError> {
         let id = m.id();
         let bit = 1u32 << (li & 31);
+        // A message taken again keeps the level of its first copy: the
+        // nodes that got it from this one have theirs from it.
+        let mut retaken_level = 0;
         if let Some(seen) = self.seen.get(&id).copied()
             && seen.state == SeenState::Evicted
         {
             // Taken again as if new (its id is checked below like any other).
+            retaken_level = seen.level;
             self.uncharge_seen(seen.origin);
             self.seen.swap_remove(&id);
         }
@@ -962,12 +981,12 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 // Not on a broadcast link: there a late copy is a neighbour's
                 // rebroadcast that was already on its way, and every
                 // neighbour holding the tombstone would answer it.
-                SeenState::Delivered { secret } => {
+                SeenState::Delivered { secret, .. } => {
                     let level = seen.level;
                     if let Some(l) = self.links.get_mut(li).and_then(Option::as_mut)
                         && !l.caps.broadcast
                     {
-                        let _ = l.queue.push_back(Item::Receipt { id, secret, level });
+                        let _ = l.queue.push_back(Item::Receipt { id, secret, level, own: false });
                     }
                 }
                 SeenState::Gone | SeenState::Evicted => {}
@@ -991,7 +1010,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         let expires = now.saturating_add(Duration::from_secs(u64::from(lifetime)));
         // A budget above what any sender draws was raised on the way: cap it.
         let mut hops = m.hops().min(crate::wire::MAX_HOPS_DEFAULT);
-        let seen = Seen { commit: m.commit(), expires, origin, state: SeenState::Gone, level: hops };
+        let seen = Seen { commit: m.commit(), expires, origin, state: SeenState::Gone, level: hops.max(retaken_level) };
         self.insert_seen(id, seen)?;
         let class = m.class();
         // Beyond its rate of far-travelling messages, a link's new messages
@@ -1320,16 +1339,32 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                     continue;
                 }
             }
-            // A full queue drops a relayed item for this link (the next
-            // link-up's summaries will offer it again); this node's own
-            // message or receipt takes the place of the newest relayed one
-            // instead: on a broadcast radio nothing offers it again, and a
-            // busy neighbourhood must not silence the node itself.
             if from.is_none() && l.queue.is_full() {
-                let _ = l.queue.pop_back();
+                Self::make_room(&self.seen, l);
             }
             let _ = l.queue.push_back(item);
         }
+    }
+
+    /// A full queue drops a relayed item for the link (on a point-to-point
+    /// link the next summary round offers it again); this node's own
+    /// message or receipt takes the place of the newest relayed one instead:
+    /// on a broadcast radio nothing would offer it again, and a busy
+    /// neighbourhood must not silence the node itself. A queue of nothing
+    /// but own items stays as it is (and the new one is dropped).
+    fn make_room(seen: &FnvIndexMap<MessageId, Seen, D>, l: &mut Link<Q>) {
+        let own = |item: &Item| match item {
+            Item::Message(id) => seen.get(id).is_some_and(|s| s.origin == Origin::Own),
+            Item::Receipt { own, .. } => *own,
+        };
+        let Some(victim) = l.queue.iter().rposition(|item| !own(item)) else { return };
+        let mut kept: Deque<Item, Q> = Deque::new();
+        for (i, item) in l.queue.iter().enumerate() {
+            if i != victim {
+                let _ = kept.push_back(*item);
+            }
+        }
+        l.queue = kept;
     }
 
     /// Another copy of a message (`receipt` is `None`) or of its receipt
@@ -1342,20 +1377,33 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// copies heard) goes first (SPEC §6.5).
     fn heard_again(&mut self, li: usize, id: MessageId, receipt: Option<u8>) {
         let window = self.config.broadcast_defer;
-        for d in self.deferred.iter_mut() {
+        let mut i = 0;
+        while let Some(d) = self.deferred.get_mut(i) {
+            i = i.saturating_add(1);
             if usize::from(d.link) != li || d.item.id() != id {
                 continue;
             }
             let counts = match (d.item, receipt) {
                 (Item::Message(_), None) => true,
-                (Item::Receipt { level, .. }, Some(heard)) => heard >= level,
+                // Only from this level or the next one up: a copy claiming
+                // far more is no honest neighbour's, and must not silence
+                // a whole neighbourhood.
+                (Item::Receipt { level, .. }, Some(heard)) => heard >= level && heard <= level.saturating_add(1),
                 _ => false,
             };
-            if counts {
-                d.heard = d.heard.saturating_add(1);
-                if receipt.is_none() {
-                    d.due = d.due.saturating_add(window);
-                }
+            if !counts {
+                continue;
+            }
+            d.heard = d.heard.saturating_add(1);
+            let enough = self.config.copies_for(&d.item);
+            if enough > 0 && d.heard >= enough {
+                // Settled: it will not be sent. Free its place at once (a
+                // neighbour repeating copies cannot keep it here).
+                self.deferred.swap_remove(i.saturating_sub(1));
+                i = i.saturating_sub(1);
+                self.stats.suppressed = self.stats.suppressed.saturating_add(1);
+            } else if receipt.is_none() {
+                d.due = d.due.saturating_add(window);
             }
         }
     }
@@ -1363,7 +1411,6 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// Deferred items whose time has come: queued, or dropped if enough
     /// copies were heard.
     fn release_deferred(&mut self, now: Instant) {
-        let (copies, receipt_copies) = (self.config.broadcast_copies, self.config.receipt_copies);
         let mut i = 0;
         while let Some(d) = self.deferred.get(i).copied() {
             if d.due > now {
@@ -1371,10 +1418,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 continue;
             }
             self.deferred.swap_remove(i);
-            let enough = match d.item {
-                Item::Message(_) => copies,
-                Item::Receipt { .. } => receipt_copies,
-            };
+            let enough = self.config.copies_for(&d.item);
             if enough > 0 && d.heard >= enough {
                 self.stats.suppressed = self.stats.suppressed.saturating_add(1);
                 continue;
@@ -1390,11 +1434,30 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             self.stats.receipts_refused = self.stats.receipts_refused.saturating_add(1);
             return Err(FrameError::UnverifiedReceipt);
         };
-        if let SeenState::Delivered { .. } = seen.state {
+        // No honest level is above the hop cap.
+        let level = r.level.min(crate::wire::MAX_HOPS_DEFAULT);
+        // Receipts climb: passed on, once, by a node nearer the sender than
+        // the one it came from (its first copy of the message arrived with
+        // more hops left). Along the way the message came there always is
+        // one, up to the sender; everyone else keeps quiet, and the level
+        // rises at every step, so a receipt cannot loop (SPEC §5). The
+        // sender is the end of the climb.
+        let climbs = li.is_some() && seen.origin != Origin::Own && seen.level > level;
+        if let SeenState::Delivered { secret, passed } = seen.state {
             if let Some(li) = li
                 && self.links.get(li).and_then(Option::as_ref).is_some_and(|l| l.caps.broadcast)
             {
-                self.heard_again(li, r.id, Some(r.level));
+                self.heard_again(li, r.id, Some(level));
+            }
+            // The first copy heard came from above (a neighbour nearer the
+            // sender, or a copy whose level was raised on the way): a copy
+            // from below still has this node pass it on.
+            if climbs && !passed && r.secret == secret {
+                if let Some(s) = self.seen.get_mut(&r.id) {
+                    s.state = SeenState::Delivered { secret, passed: true };
+                }
+                let item = Item::Receipt { id: r.id, secret, level: seen.level, own: false };
+                self.enqueue_all(now, item, li, SizeClass::Small);
             }
             self.stats.duplicates = self.stats.duplicates.saturating_add(1);
             return Ok(r.id);
@@ -1410,21 +1473,17 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         // Keep the tombstone until the message's lifetime would have ended
         // (at least long enough to pass the receipt on).
         let expires = seen.expires.max(now.saturating_add(Duration::from_secs(TOMBSTONE_MIN_SECS)));
+        let pass = li.is_none() || climbs;
         if let Some(s) = self.seen.get_mut(&r.id) {
-            s.state = SeenState::Delivered { secret: r.secret };
+            s.state = SeenState::Delivered { secret: r.secret, passed: pass };
             s.expires = expires;
         }
         self.schedule_sweep(expires);
         if seen.origin == Origin::Own {
             let _ = self.events.push_back(Event::Delivered(r.id));
         }
-        // Receipts climb: passed on only by a node nearer the sender than
-        // the one it came from (its first copy arrived with more hops left).
-        // Along the path the message took there always is one, up to the
-        // sender; everyone else keeps quiet. The level strictly rises at
-        // every step, so a receipt cannot loop (SPEC §5).
-        if li.is_none() || seen.level > r.level {
-            let item = Item::Receipt { id: r.id, secret: r.secret, level: seen.level };
+        if pass {
+            let item = Item::Receipt { id: r.id, secret: r.secret, level: seen.level, own: li.is_none() };
             self.enqueue_all(now, item, li, SizeClass::Small);
         }
         Ok(r.id)
@@ -1526,9 +1585,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             return Err(FrameError::UnknownLink);
         };
         for (id, seen) in self.seen.iter() {
-            if let SeenState::Delivered { secret } = seen.state
+            if let SeenState::Delivered { secret, .. } = seen.state
                 && fps.binary_search(&hash::fingerprint(&salt, &id.0)).is_ok()
-                && l.queue.push_back(Item::Receipt { id: *id, secret, level: seen.level }).is_err()
+                && l.queue.push_back(Item::Receipt { id: *id, secret, level: seen.level, own: false }).is_err()
             {
                 break;
             }
@@ -1548,7 +1607,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         let lifetime = m.lifetime_secs().min(self.config.max_lifetime_secs);
         let expires = now.saturating_add(Duration::from_secs(u64::from(lifetime)));
-        let level = m.hops();
+        let level = m.hops().min(crate::wire::MAX_HOPS_DEFAULT);
         let seen = Seen { commit: m.commit(), expires, origin: Origin::Own, state: SeenState::Gone, level };
         self.insert_seen(id, seen).map_err(|_| SubmitError::StoreFull)?;
         let meta = Meta {
@@ -1884,7 +1943,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn build_item(&mut self, now: Instant, li: usize, item: Item) -> Option<usize> {
         let bit = 1u32 << (li & 31);
         match item {
-            Item::Receipt { id, secret, level } => {
+            Item::Receipt { id, secret, level, .. } => {
                 // Its tombstone gives the remaining lifetime; without one
                 // (evicted meanwhile) the receipt lives as long as the
                 // shortest tombstone would have.

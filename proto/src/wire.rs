@@ -54,7 +54,7 @@ pub const DEFAULT_LIFETIME_SECS: u32 = 24 * 3600;
 pub const HOPS_MIN: u8 = 112;
 /// See [`HOPS_MIN`].
 pub const HOPS_SPREAD: u8 = 15;
-/// The hop budget a receipt starts with, and the most a relay accepts.
+/// The most a relay accepts (a larger budget or receipt level is capped).
 pub const MAX_HOPS_DEFAULT: u8 = HOPS_MIN + HOPS_SPREAD;
 /// The largest value the 24-bit lifetime field can carry.
 const LIFETIME_FIELD_MAX: u32 = 0x00ff_ffff;

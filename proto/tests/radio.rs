@@ -185,8 +185,7 @@ fn a_receipt_climbs_to_the_sender_and_nowhere_else() {
     assert_eq!(air.delivered, vec![(0, id)], "the sender, and only it, learns of the delivery");
     let mut rs = air.sent(Kind::Receipt);
     rs.sort_unstable();
-    // The sender's level is its neighbour's (the budget it sent with), so it
-    // does not send its own receipt on: nobody nearer needs it.
+    // The sender is the end of the climb: it does not send it on.
     assert_eq!(rs, vec![1, 2, 3, 4, 5], "the recipient and every relay toward the sender, once each");
     // Those that heard it dropped their copy; 7 and 8 never heard it and
     // keep theirs until it expires.
@@ -267,17 +266,25 @@ fn copies_heard_put_a_rebroadcast_back_and_then_cancel_it() {
     assert!(air.nodes[0].holds(&id2) && air.nodes[0].holds(&id), "suppressed is not dropped");
 }
 
-/// A relayed receipt counts only copies from as near the sender or nearer:
-/// one from farther away does not stop it, one from the same level does.
+/// One node that heard a message at level 50 and relayed it: its radio
+/// log is where the next frames will show.
+fn one_node_at_level_50(seed: u64) -> (Air, MessageId, usize) {
+    let mut air = Air::new(1, &[], Config::DEFAULT);
+    let (id, frame) = message(seed, 50);
+    let t = air.now;
+    let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+    air.run(t.saturating_add(Duration::from_millis(1_000)));
+    let base = air.log.len();
+    (air, id, base)
+}
+
+/// A relayed receipt counts only copies from its own level or the next one
+/// up: one from below has yet to pass here, and one claiming far more (a
+/// raised level) is no honest neighbour's and must not silence it.
 #[test]
-fn receipt_copies_count_only_from_nearer_the_sender() {
-    for (echo, sent) in [(None, true), (Some(49), true), (Some(50), false), (Some(60), false)] {
-        let mut air = Air::new(1, &[], Config::DEFAULT);
-        let (id, frame) = message(5, 50);
-        let t = air.now;
-        let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
-        air.run(t.saturating_add(Duration::from_millis(1_000)));
-        let base = air.log.len();
+fn receipt_copies_count_only_from_the_next_level() {
+    for (echo, sent) in [(None, 1), (Some(49), 1), (Some(50), 0), (Some(51), 0), (Some(60), 1), (Some(255), 1)] {
+        let (mut air, id, base) = one_node_at_level_50(5);
         // From farther away (level 40 < 50): this node passes it on.
         let t = air.now;
         let _ = air.nodes[0].handle_frame(t, RADIO, &receipt(id, 40));
@@ -286,20 +293,26 @@ fn receipt_copies_count_only_from_nearer_the_sender() {
             let _ = air.nodes[0].handle_frame(t, RADIO, &receipt(id, level));
         }
         air.run(t.saturating_add(Duration::from_millis(1_000)));
-        let receipts: Vec<_> = air.log[base..].iter().filter(|l| l.2 == Kind::Receipt).collect();
-        assert_eq!(receipts.len(), usize::from(sent), "echo at level {echo:?}");
+        let receipts = air.log[base..].iter().filter(|l| l.2 == Kind::Receipt).count();
+        assert_eq!(receipts, sent, "echo at level {echo:?}");
+        if sent == 1 {
+            assert_eq!(air.byte1.last(), Some(&50), "sent on with this node's level");
+        }
     }
-    // From nearer the sender (level 60 > 50): nothing to pass on.
-    let mut air = Air::new(1, &[], Config::DEFAULT);
-    let (id, frame) = message(6, 50);
-    let t = air.now;
-    let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
-    air.run(t.saturating_add(Duration::from_millis(1_000)));
-    let base = air.log.len();
+    // From nearer the sender (level 60 > 50): nothing to pass on...
+    let (mut air, id, base) = one_node_at_level_50(6);
     let _ = air.nodes[0].handle_frame(air.now, RADIO, &receipt(id, 60));
     assert!(!air.nodes[0].holds(&id));
     air.run(air.now.saturating_add(Duration::from_millis(1_000)));
     assert_eq!(air.log.len(), base, "a receipt from nearer the sender is not sent back down");
+    // ...until a copy from below shows it has not passed here yet (the first
+    // copy may have had its level raised): then once, and only once.
+    for _ in 0..3 {
+        let _ = air.nodes[0].handle_frame(air.now, RADIO, &receipt(id, 30));
+        air.run(air.now.saturating_add(Duration::from_millis(1_000)));
+    }
+    assert_eq!(air.log.len(), base + 1);
+    assert_eq!(air.byte1.last(), Some(&50));
 }
 
 /// A node whose radio queue is full of relayed frames (a busy or flooded
@@ -315,11 +328,36 @@ fn an_own_message_gets_out_of_a_full_queue() {
         let (_, frame) = message(seed, 100);
         let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
     }
+    // Two own messages: the second takes a relayed item's place, not the
+    // first one's.
     let (own, frame) = message(7, 120);
     assert_eq!(air.nodes[0].submit(t, &frame), Ok(own));
+    let (own2, frame2) = message(8, 120);
+    assert_eq!(air.nodes[0].submit(t, &frame2), Ok(own2));
     air.flush(0);
     assert_eq!(air.log.len(), 32, "one queue's worth of frames");
-    assert_eq!(air.sent_own, vec![(0, own)], "the own message went out");
+    assert_eq!(air.sent_own, vec![(0, own), (0, own2)], "both own messages went out, in order");
+}
+
+/// A neighbour repeating copies of a held-back message cannot keep it in
+/// the (bounded) held-back list: once enough copies were heard it is
+/// settled and its place freed at once.
+#[test]
+fn repeated_copies_settle_a_held_back_message_at_once() {
+    let mut air = Air::new(1, &[], Config::DEFAULT);
+    let (_, frame) = message(9, 100);
+    let t = air.now;
+    let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+    assert!(air.nodes[0].poll_timeout().is_some(), "held back");
+    for _ in 0..10 {
+        let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+    }
+    // Nothing is waiting any more (the store sweep is at the lifetime's end).
+    let next = air.nodes[0].poll_timeout().expect("the sweep");
+    assert!(next > t.saturating_add(Duration::from_secs(60)), "no hold-back timer left: {next:?}");
+    assert_eq!(air.nodes[0].stats().suppressed, 1);
+    air.run(t.saturating_add(Duration::from_millis(2_000)));
+    assert!(air.log.is_empty());
 }
 
 /// Past its far rate, a broadcast link's new messages go on with one hop
