@@ -1369,12 +1369,13 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
 
     /// Another copy of a message (`receipt` is `None`) or of its receipt
     /// (at that level) came in on broadcast link `li`. A receipt's copy
-    /// counts only if it came from at least as near the sender as this node
-    /// is: one from farther away has yet to pass here. A message's copy also
-    /// puts the rebroadcast back by one more hold-back window: a node in a
-    /// well-covered spot waits longer and is likelier to hear the copy that
-    /// makes it keep quiet, while one at the edge of the coverage (few
-    /// copies heard) goes first (SPEC §6.5).
+    /// counts only if it came from this node's level or the next one up:
+    /// one from below has yet to pass here. A message's copy, short of the
+    /// count that cancels it, also puts the rebroadcast back by one more
+    /// hold-back window: a node in a well-covered spot waits longer and is
+    /// likelier to hear the copy that makes it keep quiet, while one at the
+    /// edge of the coverage (few copies heard) goes first (SPEC §6.5). An
+    /// item settled by enough copies leaves the held-back list at once.
     fn heard_again(&mut self, li: usize, id: MessageId, receipt: Option<u8>) {
         let window = self.config.broadcast_defer;
         let mut i = 0;
