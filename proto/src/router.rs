@@ -129,7 +129,7 @@ impl Config {
         link_ups_per_sec: 64,
         broadcast_defer: Duration::from_millis(100),
         broadcast_copies: 3,
-        receipt_copies: 2,
+        receipt_copies: 3,
         far_rate: 5,
         far_burst: 100,
         near_hops: 2,

@@ -289,8 +289,11 @@ fn receipt_copies_count_only_from_the_next_level() {
         let t = air.now;
         let _ = air.nodes[0].handle_frame(t, RADIO, &receipt(id, 40));
         assert!(!air.nodes[0].holds(&id), "a valid receipt drops the copy");
+        // As many more copies at that level as would cancel it if they count.
         if let Some(level) = echo {
-            let _ = air.nodes[0].handle_frame(t, RADIO, &receipt(id, level));
+            for _ in 1..Config::DEFAULT.receipt_copies {
+                let _ = air.nodes[0].handle_frame(t, RADIO, &receipt(id, level));
+            }
         }
         air.run(t.saturating_add(Duration::from_millis(1_000)));
         let receipts = air.log[base..].iter().filter(|l| l.2 == Kind::Receipt).count();
