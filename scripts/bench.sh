@@ -2,8 +2,9 @@
 # Every benchmark of the project, then one markdown table of each figure,
 # its target and its reference (README "Benchmarks").
 #
-#   scripts/bench.sh           the full runs (about 15 minutes on 2 cores)
-#   scripts/bench.sh --quick   shorter runs, for a first look (about 5 minutes)
+#   scripts/bench.sh           the full runs (about 20 minutes on 2 cores)
+#   scripts/bench.sh --quick   shorter runs, for a first look (about 5 minutes;
+#                              the flooder over 4 seeds instead of 16)
 #
 # Results and raw outputs go to target/bench/. Benchmarks measure CPU and
 # wall time: run them on an otherwise idle machine.
