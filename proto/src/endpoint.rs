@@ -172,6 +172,8 @@ pub trait Carrier {
     fn poll_timeout(&self) -> Option<Instant>;
     /// See [`Router::message_bytes`].
     fn message_bytes(&self, id: &MessageId) -> Option<&[u8]>;
+    /// See [`Router::seed`].
+    fn seed(&mut self, rng: router::RngRef<'_>);
 }
 
 impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> Carrier
@@ -207,6 +209,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn message_bytes(&self, id: &MessageId) -> Option<&[u8]> {
         Router::message_bytes(self, id)
     }
+    fn seed(&mut self, rng: router::RngRef<'_>) {
+        Router::seed(self, rng)
+    }
 }
 
 #[cfg(feature = "std")]
@@ -240,6 +245,9 @@ impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
     }
     fn message_bytes(&self, id: &MessageId) -> Option<&[u8]> {
         (**self).message_bytes(id)
+    }
+    fn seed(&mut self, rng: router::RngRef<'_>) {
+        (**self).seed(rng)
     }
 }
 
@@ -998,6 +1006,8 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         to: &PeerKey,
         text: &str,
     ) -> Result<MessageId, SendError> {
+        // A node that sends before it ever had a link keys its tables now.
+        self.router.seed(rng);
         if text.is_empty() {
             return Err(SendError::Empty);
         }

@@ -344,6 +344,82 @@ struct Meta {
     peer_has: u32,
 }
 
+/// The seen table, keyed by message id XOR a per-router secret. Ids are
+/// hashes, but a sender chooses its frames and can grind ids whose plain
+/// FNV hashes collide in the table (a few hundred tries each), making every
+/// lookup walk one long cluster. Under a secret key it cannot aim. The key
+/// is drawn at the first link-up or send (both take an rng), before
+/// anything enters the table, and never changes while entries live.
+struct SeenTable<const D: usize> {
+    map: FnvIndexMap<MessageId, Seen, D>,
+    key: [u8; 16],
+}
+
+impl<const D: usize> SeenTable<D> {
+    const fn new() -> Self {
+        SeenTable { map: FnvIndexMap::new(), key: [0; 16] }
+    }
+
+    /// Both ways: the key is its own inverse.
+    fn k(&self, id: &MessageId) -> MessageId {
+        let mut out = id.0;
+        for (o, k) in out.iter_mut().zip(self.key) {
+            *o ^= k;
+        }
+        MessageId(out)
+    }
+
+    /// Draw the key, if nothing is in the table yet and none was drawn.
+    fn seed(&mut self, rng: RngRef<'_>) {
+        if self.map.is_empty() && self.key == [0; 16] {
+            rng.fill_bytes(&mut self.key);
+        }
+    }
+
+    fn get(&self, id: &MessageId) -> Option<&Seen> {
+        self.map.get(&self.k(id))
+    }
+
+    fn get_mut(&mut self, id: &MessageId) -> Option<&mut Seen> {
+        let k = self.k(id);
+        self.map.get_mut(&k)
+    }
+
+    fn contains_key(&self, id: &MessageId) -> bool {
+        self.map.contains_key(&self.k(id))
+    }
+
+    fn insert(&mut self, id: MessageId, seen: Seen) -> Result<Option<Seen>, (MessageId, Seen)> {
+        let k = self.k(&id);
+        self.map.insert(k, seen)
+    }
+
+    fn swap_remove(&mut self, id: &MessageId) -> Option<Seen> {
+        let k = self.k(id);
+        self.map.swap_remove(&k)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn get_index(&self, i: usize) -> Option<(MessageId, &Seen)> {
+        self.map.get_index(i).map(|(k, v)| (self.k(k), v))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (MessageId, &Seen)> + '_ {
+        self.map.iter().map(|(k, v)| (self.k(k), v))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Seen> + '_ {
+        self.map.values()
+    }
+}
+
 const NIL: u16 = u16::MAX;
 
 struct Pool<const N: usize, const LEN: usize> {
@@ -516,7 +592,7 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     config: Config,
     small: Pool<S, { SizeClass::Small.frame_len() }>,
     large: Pool<L, { SizeClass::Large.frame_len() }>,
-    seen: FnvIndexMap<MessageId, Seen, D>,
+    seen: SeenTable<D>,
     seen_hand: usize,
     /// Per class: slots in use, own messages among them, next free-slot guess.
     used: [usize; 2],
@@ -591,7 +667,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             config,
             small: Pool::new(),
             large: Pool::new(),
-            seen: FnvIndexMap::new(),
+            seen: SeenTable::new(),
             seen_hand: 0,
             used: [0; 2],
             own: [0; 2],
@@ -667,7 +743,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         for (id, s) in self.seen.iter() {
             if let SeenState::Held(slot) = s.state
-                && self.meta(slot).map(|m| m.id) != Some(*id)
+                && self.meta(slot).map(|m| m.id) != Some(id)
             {
                 return Err("seen entry points at a slot holding something else");
             }
@@ -771,6 +847,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// [`Config::link_ups_per_sec`]; the driver should then drop the link.
     #[must_use]
     pub fn handle_link_up(&mut self, now: Instant, rng: RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
+        self.seed(&mut *rng);
         if self.link_index(link).is_some() {
             self.handle_link_down(now, link);
         }
@@ -1109,7 +1186,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     }
 
     fn remove_seen_at(&mut self, i: usize) -> Result<(), FrameError> {
-        let Some((id, seen)) = self.seen.get_index(i).map(|(k, v)| (*k, *v)) else {
+        let Some((id, seen)) = self.seen.get_index(i).map(|(k, v)| (k, *v)) else {
             return Err(FrameError::Exhausted);
         };
         self.uncharge_seen(seen.origin);
@@ -1352,7 +1429,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// on a broadcast radio nothing would offer it again, and a busy
     /// neighbourhood must not silence the node itself. A queue of nothing
     /// but own items stays as it is (and the new one is dropped).
-    fn make_room(seen: &FnvIndexMap<MessageId, Seen, D>, l: &mut Link<Q>) {
+    fn make_room(seen: &SeenTable<D>, l: &mut Link<Q>) {
         let own = |item: &Item| match item {
             Item::Message(id) => seen.get(id).is_some_and(|s| s.origin == Origin::Own),
             Item::Receipt { own, .. } => *own,
@@ -1588,7 +1665,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         for (id, seen) in self.seen.iter() {
             if let SeenState::Delivered { secret, .. } = seen.state
                 && fps.binary_search(&hash::fingerprint(&salt, &id.0)).is_ok()
-                && l.queue.push_back(Item::Receipt { id: *id, secret, level: seen.level, own: false }).is_err()
+                && l.queue.push_back(Item::Receipt { id, secret, level: seen.level, own: false }).is_err()
             {
                 break;
             }
@@ -1648,6 +1725,15 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
 
     // ----- timers --------------------------------------------------------
 
+    /// Draw this router's secret table key (SPEC §6.3) if it has none and
+    /// its tables are empty; otherwise nothing. `handle_link_up` and the
+    /// endpoint's `send` call it, so a node keys its tables before anything
+    /// enters them; a driver that submits frames itself should call it
+    /// first.
+    pub fn seed(&mut self, rng: RngRef<'_>) {
+        self.seen.seed(rng);
+    }
+
     /// Run timers: due receipts, hello retries, expiry of stored messages,
     /// seen entries and partial frames.
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -1705,7 +1791,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         loop {
             gone.clear();
             for (id, s) in self.seen.iter() {
-                if s.expires <= now && !matches!(s.state, SeenState::Held(_)) && gone.push(*id).is_err() {
+                if s.expires <= now && !matches!(s.state, SeenState::Held(_)) && gone.push(id).is_err() {
                     break;
                 }
             }
