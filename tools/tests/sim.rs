@@ -36,7 +36,11 @@ pairs = "connected"
 }
 
 fn run(sc: &Scenario, seed: u64) -> Report {
-    match simulate(sc, seed, &mut |_, _| {}) {
+    run_on(sc, seed, 1)
+}
+
+fn run_on(sc: &Scenario, seed: u64, threads: usize) -> Report {
+    match simulate(sc, seed, threads, &mut |_, _| {}) {
         Ok((report, _perf)) => report,
         Err(e) => panic!("simulation thread: {e}"),
     }
@@ -56,6 +60,38 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     assert!(!a.is_empty());
     assert_eq!(a, b, "same scenario and seed gave different metrics");
     assert_ne!(a, c, "a different seed gave the same metrics");
+}
+
+/// The parallel engine: every lane count gives the same bytes, on a lossy
+/// broadcast medium with adversaries, and on point-to-point links with
+/// churn, walkers and a partition (where one node's power cycle and every
+/// topology change reach nodes of other lanes).
+#[test]
+fn any_number_of_threads_gives_the_same_bytes() {
+    use ferry_tools::sim::scenario::{Adversary, AdversaryKind};
+    let mut broadcast =
+        scenario("[medium]\nkind = \"broadcast\"\nmtu = 255\nbandwidth_bps = 250000\nlatency_ms = 5\nloss = 0.05\n");
+    broadcast.adversaries = [AdversaryKind::Flooder, AdversaryKind::Replayer, AdversaryKind::Forger]
+        .into_iter()
+        .map(|kind| Adversary { kind, count: 1, rate: 20.0, near_endpoint: true, radio_x: 1.0 })
+        .collect();
+    broadcast.duration_secs = 60;
+    let mut p2p = scenario(
+        "relay = \"dongle-16\"\n[medium]\nkind = \"point-to-point\"\nmtu = 255\nbandwidth_bps = 250000\nlatency_ms = 10\nloss = 0.02\n\
+         [[partition]]\nstart_secs = 15\nend_secs = 40\naxis = \"y\"\nat = 0.5\n\
+         [churn]\nfraction = 0.2\nmean_up_secs = 40.0\nmean_down_secs = 10.0\n\
+         [mobility]\nfraction = 0.2\nspeed_min = 1.0\nspeed_max = 5.0\npause_secs = 5.0\ntick_secs = 2\n",
+    );
+    p2p.duration_secs = 60;
+    for (name, sc) in [("broadcast", &broadcast), ("point-to-point", &p2p)] {
+        let one = run_on(sc, 9, 1);
+        assert!(one.router.delivered > 0 && one.router.frame_events > 0, "{name}: nothing happened");
+        let one = metrics(&one);
+        for threads in [2, 3] {
+            let many = metrics(&run_on(sc, 9, threads));
+            assert!(one == many, "{name}: {threads} threads gave other metrics than one");
+        }
+    }
 }
 
 #[test]

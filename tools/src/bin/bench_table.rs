@@ -194,7 +194,12 @@ fn sim_rows(dir: &Path, rows: &mut Vec<Row>) {
     ));
     rows.push(row(
         "simulator: frame events per second (router run)",
-        r.and_then(|s| s.perf["router_frame_events_per_sec"].as_f64()).map(per_sec),
+        r.and_then(|s| {
+            let rate = per_sec(s.perf["router_frame_events_per_sec"].as_f64()?);
+            let threads = s.perf["threads"].as_u64().unwrap_or(1);
+            let dh = if s.metrics["fast_dh"].as_bool()? { "the DH stand-in" } else { "real X25519" };
+            Some(format!("{rate} ({threads} thread{}, {dh})", if threads == 1 { "" } else { "s" }))
+        }),
         "≥ 1 M/s",
         "",
     ));

@@ -45,6 +45,10 @@ enum Cmd {
         /// Directory for metrics.json and perf.json.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Threads (lanes) for each run; the metrics are the same for any
+        /// number. Default: the machine's cores.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Run one scenario with every seed of a range `A..B` (B excluded),
     /// and with every value of one parameter (`--set KEY=V1,V2,...`).
@@ -61,6 +65,10 @@ enum Cmd {
         /// Directory for one subdirectory per seed and sweep.csv.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Threads (lanes) for each run (the runs of a sweep go one after
+        /// the other). Default: the machine's cores.
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
@@ -70,7 +78,7 @@ fn parse_range(s: &str) -> Option<(u64, u64)> {
     (a < b).then_some((a, b))
 }
 
-fn run_one(sc: &Scenario, seed: u64) -> Result<(Report, Perf), String> {
+fn run_one(sc: &Scenario, seed: u64, threads: usize) -> Result<(Report, Perf), String> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::new(sc.duration_secs);
         if let Ok(style) = ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} simulated s ({elapsed})") {
@@ -93,7 +101,8 @@ fn run_one(sc: &Scenario, seed: u64) -> Result<(Report, Perf), String> {
             b.set_position(t);
         }
     };
-    let out = simulate(sc, seed, &mut progress).map_err(|e| format!("cannot start the simulation thread: {e}"));
+    let out =
+        simulate(sc, seed, threads, &mut progress).map_err(|e| format!("cannot start the simulation thread: {e}"));
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -114,18 +123,24 @@ fn write_outputs(dir: &Path, report: &Report, perf: &Perf) -> Result<(), String>
     Ok(())
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 fn real_main() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run { file, seed, out } => {
+        Cmd::Run { file, seed, out, threads } => {
+            let threads = threads.unwrap_or_else(cores);
             let sc = Scenario::load(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let (report, perf) = run_one(&sc, seed)?;
+            let (report, perf) = run_one(&sc, seed, threads)?;
             print!("{}", report.table(Some(&perf)));
             if let Some(dir) = out {
                 write_outputs(&dir, &report, &perf)?;
             }
         }
-        Cmd::Sweep { file, seeds, set, out } => {
+        Cmd::Sweep { file, seeds, set, out, threads } => {
+            let threads = threads.unwrap_or_else(cores);
             let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let (a, b) = parse_range(&seeds).ok_or_else(|| format!("--seeds {seeds}: expected A..B with A < B"))?;
             // (label, scenario) for every value of the swept parameter.
@@ -153,7 +168,7 @@ fn real_main() -> Result<(), String> {
                     if !label.is_empty() {
                         println!("== {label}");
                     }
-                    let (report, perf) = run_one(sc, seed)?;
+                    let (report, perf) = run_one(sc, seed, threads)?;
                     print!("{}", report.table(Some(&perf)));
                     let r = &report.router;
                     let (fd, ft, ftd, fp) = report.flood.as_ref().map_or((0.0, 0, 0.0, 0), |f| {

@@ -10,12 +10,27 @@
 //! so a busy radio leaves frames waiting in the router's own bounded queues.
 //!
 //! Determinism: the clock is simulated (microseconds; the router sees whole
-//! milliseconds), events are ordered by (time, sequence number), every random
-//! draw comes from a stream derived from the seed, and nothing iterates a
-//! hash map. The same scenario and seed give the same metrics, byte for byte.
+//! milliseconds), every random draw comes from a stream derived from the
+//! seed and owned by one node (its router's, its link model's) or by the
+//! coordinator, and nothing iterates a hash map. The same scenario and seed
+//! give the same metrics, byte for byte.
+//!
+//! Threads: nodes are split into lanes (contiguous ranges of node numbers,
+//! which are spatially random), one thread each. The run is a conservative
+//! parallel discrete-event simulation: a node can only affect another node
+//! through a datagram, which takes at least the medium's latency plus 1 µs,
+//! so every lane may run all of its events up to that far past the
+//! earliest pending event without waiting for the others. Datagrams for
+//! other lanes wait in an outbox until the window ends. World events
+//! (sends, churn, walls, mobility, samples) run between windows, with every
+//! lane stopped. Events are ordered by (time, the node that scheduled
+//! them, that node's count), a key that does not depend on the split, so the
+//! metrics are the same for any number of threads (a test checks it).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use ferry_proto::endpoint::{Carrier, ContactState, DeliveryState, Endpoint, Event as EpEvent};
 use ferry_proto::envelope::{Identity, PeerKey};
@@ -34,7 +49,7 @@ use super::world::World;
 /// What the simulator needs from a router: the driver's API (the
 /// endpoint's [`Carrier`]) plus the counters it reports. Every size of the
 /// real [`Router`] has it.
-pub trait SimRelay: Carrier + core::fmt::Debug {
+pub trait SimRelay: Carrier + core::fmt::Debug + Send {
     /// Messages held in the store.
     fn held(&self) -> usize;
     /// Seen-table entries.
@@ -523,6 +538,8 @@ enum Node {
     Adv(Adv),
 }
 
+/// An event of one node (or, `Arrive`, of the nodes in range of one). A
+/// lane runs these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ev {
     /// A datagram arrives at `to` (`u32::MAX`: everyone in range of `from`).
@@ -539,18 +556,6 @@ enum Ev {
     Timer {
         node: u32,
     },
-    Send {
-        msg: u32,
-    },
-    Churn {
-        node: u32,
-    },
-    Tick,
-    Wall {
-        index: u32,
-        close: bool,
-    },
-    Sample,
     Attack {
         node: u32,
     },
@@ -561,16 +566,32 @@ enum Ev {
     },
 }
 
+/// An event of the whole world. The coordinator runs these between
+/// windows, with every lane stopped, before any node event of the same
+/// microsecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Global {
+    Send { msg: u32 },
+    Churn { node: u32 },
+    Tick,
+    Wall { index: u32, close: bool },
+    Sample,
+}
+
+/// A node event in a lane's queue. The order is (time, the node that
+/// scheduled it, that node's count of scheduled events): a total order that
+/// does not depend on how nodes are split into lanes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     at: u64,
+    src: u32,
     seq: u64,
     ev: Ev,
 }
 
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+        (self.at, self.src, self.seq).cmp(&(other.at, other.src, other.seq))
     }
 }
 impl PartialOrd for Entry {
@@ -592,7 +613,7 @@ struct MsgState {
 /// One frame event in this many is timed for the profile (`perf.json`).
 const PROF_SAMPLE: u32 = 32;
 
-/// Wall-clock time spent inside the router's entry points (not
+/// CPU time spent inside the router's entry points, summed over lanes (not
 /// deterministic; kept out of the metrics; `handle_frame` is sampled).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Prof {
@@ -600,55 +621,180 @@ pub struct Prof {
     pub handle_frame: std::time::Duration,
     /// In `handle_timeout`.
     pub handle_timeout: std::time::Duration,
+    /// Lanes the run was split into (threads used).
+    pub lanes: usize,
 }
 
-/// One run of the simulator.
+/// The driver's state of one node.
 #[derive(Debug)]
-pub struct Sim<'a> {
-    setup: &'a Setup,
-    mode: Mode,
-    now: u64,
-    world: World,
-    nodes: Vec<Node>,
-    up: Vec<bool>,
-    rngs: Vec<StdRng>,
-    busy: Vec<bool>,
-    epoch: Vec<u32>,
-    timer_at: Vec<u64>,
-    /// Point-to-point links up, per node (sorted peer lists).
-    links: Vec<Vec<u32>>,
-    heap: BinaryHeap<Reverse<Entry>>,
+struct Cell {
+    node: Node,
+    up: bool,
+    busy: bool,
+    epoch: u32,
+    timer_at: u64,
+    /// Events this node has scheduled: the tie-break of equal times.
     seq: u64,
-    slab: Vec<Vec<u8>>,
-    free: Vec<u32>,
-    loss_rng: StdRng,
-    flood_rng: StdRng,
-    mobility_rng: StdRng,
-    keys: Vec<Option<PeerKey>>,
-    ids: BTreeMap<[u8; 16], u32>,
-    msgs: Vec<MsgState>,
+    /// The node's random stream, handed to its router and endpoint.
+    rng: StdRng,
+    /// The link model's draws at this node (loss of the frames it hears, a
+    /// counter baseline's delays): SplitMix64 state.
+    coin: u64,
+    /// Point-to-point links up (sorted peers).
+    links: Vec<u32>,
+}
+
+impl Cell {
+    fn coin(&mut self) -> u64 {
+        self.coin = self.coin.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix(self.coin, 0)
+    }
+    /// Uniform in [0, 1).
+    fn coin_f64(&mut self) -> f64 {
+        (self.coin() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Counters a lane keeps (summed over lanes for the report).
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
     tx: TxCounts,
     adv_tx: u64,
     tx_lost: u64,
     frame_events: u64,
     timer_events: u64,
-    send_errors: u32,
-    sent: u32,
     delivered: u32,
     acked: u32,
-    timeline: Vec<Sample>,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        let (t, u) = (&mut self.tx, &o.tx);
+        t.message += u.message;
+        t.receipt += u.receipt;
+        t.summary += u.summary;
+        t.hello += u.hello;
+        t.segment += u.segment;
+        t.total += u.total;
+        t.bytes += u.bytes;
+        self.adv_tx += o.adv_tx;
+        self.tx_lost += o.tx_lost;
+        self.frame_events += o.frame_events;
+        self.timer_events += o.timer_events;
+        self.delivered += o.delivered;
+        self.acked += o.acked;
+    }
+}
+
+/// A datagram for another lane, with its bytes in the lane's `out_bytes`.
+#[derive(Clone, Copy, Debug)]
+struct Out {
+    entry: Entry,
+    /// The lane it is for (`u32::MAX`: every other lane).
+    lane: u32,
+    start: u32,
+    len: u32,
+}
+
+/// What every lane reads and nobody writes during a window.
+#[derive(Debug)]
+struct Ctx<'a> {
+    setup: &'a Setup,
+    mode: Mode,
     caps: LinkCaps,
-    buf: Vec<u8>,
-    prof: Prof,
+    /// Nodes per lane (the last may have fewer).
+    chunk: u32,
+    /// Lanes.
+    lanes: usize,
+    /// How far ahead of the earliest pending event every lane may run: no
+    /// node can make anything happen at another node sooner (the medium's
+    /// latency plus the shortest airtime, 1 µs).
+    lookahead: u64,
+}
+
+impl Ctx<'_> {
+    fn lane_of(&self, node: u32) -> usize {
+        (node / self.chunk) as usize
+    }
+    fn broadcast(&self) -> bool {
+        self.caps.broadcast
+    }
+}
+
+/// What lanes read during a window and the coordinator changes between
+/// windows.
+#[derive(Debug)]
+struct Shared {
+    world: World,
+    /// Message id → index of the scenario's message.
+    ids: BTreeMap<[u8; 16], u32>,
+}
+
+/// The coordinator's own state.
+#[derive(Debug)]
+struct Coord {
+    now: u64,
+    globals: BinaryHeap<Reverse<(u64, u64, Global)>>,
+    gseq: u64,
+    /// `sent` and `cut` of every message (lanes keep the rest).
+    msgs: Vec<MsgState>,
+    sent: u32,
+    send_errors: u32,
+    timeline: Vec<Sample>,
+    mobility_rng: StdRng,
+    keys: Vec<Option<PeerKey>>,
     /// Breadth-first search marks (stamped, so never cleared).
     mark: Vec<u32>,
     stamp: u32,
 }
 
+impl Coord {
+    fn push(&mut self, at: u64, g: Global) {
+        self.gseq += 1;
+        self.globals.push(Reverse((at, self.gseq, g)));
+    }
+}
+
+/// A contiguous range of nodes, their event queue and counters. During a
+/// window each lane runs on its own thread; a node's state is only ever
+/// touched by its lane, and a lane's datagrams for other lanes wait in its
+/// outbox until the window ends.
+#[derive(Debug)]
+struct Lane {
+    base: u32,
+    cells: Vec<Cell>,
+    now: u64,
+    heap: BinaryHeap<Reverse<Entry>>,
+    slab: Vec<Vec<u8>>,
+    free: Vec<u32>,
+    buf: Vec<u8>,
+    outbox: Vec<Out>,
+    out_bytes: Vec<u8>,
+    /// Deliveries and receipts seen by this lane's nodes.
+    msgs: Vec<MsgState>,
+    tally: Tally,
+    prof: Prof,
+}
+
+/// One run of the simulator.
+#[derive(Debug)]
+pub struct Sim<'a> {
+    cx: Ctx<'a>,
+    shared: RwLock<Shared>,
+    lanes: Vec<Mutex<Lane>>,
+    co: Coord,
+}
+
+fn lock(m: &Mutex<Lane>) -> MutexGuard<'_, Lane> {
+    // A poisoned lane means a lane thread panicked; the scope re-raises it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl<'a> Sim<'a> {
     /// Build the nodes for `mode` (endpoints get their identities and
-    /// contacts; relays an empty router).
-    pub fn new(setup: &'a Setup, mode: Mode) -> Sim<'a> {
+    /// contacts; relays an empty router), split into `threads` lanes. The
+    /// metrics do not depend on `threads`.
+    pub fn new(setup: &'a Setup, mode: Mode, threads: usize) -> Sim<'a> {
         let sc = &setup.sc;
         let n = sc.nodes as usize;
         let mut nodes = Vec::with_capacity(n);
@@ -701,415 +847,532 @@ impl<'a> Sim<'a> {
             broadcast: sc.medium.kind == MediumKind::Broadcast,
             max_class: SizeClass::Large,
         };
-        Sim {
-            setup,
-            mode,
-            now: 0,
-            world: World {
-                side: setup.world.side,
-                range: setup.world.range,
-                pos: setup.world.pos.clone(),
-                motion: setup.world.motion.clone(),
-                walls: Vec::new(),
-                adj: setup.world.adj.clone(),
-            },
-            nodes,
-            up: vec![true; n],
-            rngs: (0..n).map(|i| rng_for(setup.seed, S_NODE + (1 << 31) + i as u64)).collect(),
-            busy: vec![false; n],
-            epoch: vec![0; n],
-            timer_at: vec![NONE; n],
-            links: vec![Vec::new(); n],
-            heap: BinaryHeap::new(),
+        // With no latency the lookahead is a microsecond: lanes would stop
+        // after every event. The baselines' events are too cheap to share
+        // (the handshake costs more than it saves). One lane then; the
+        // metrics are the same.
+        let threads = if sc.medium.latency_ms == 0 || mode.floods() { 1 } else { threads.clamp(1, n.max(1)) };
+        let chunk = n.div_ceil(threads).max(1) as u32;
+        let mut lanes = Vec::with_capacity(threads);
+        let mut cells = nodes.into_iter().enumerate().map(|(i, node)| Cell {
+            node,
+            up: true,
+            busy: false,
+            epoch: 0,
+            timer_at: NONE,
             seq: 0,
-            slab: Vec::new(),
-            free: Vec::new(),
-            loss_rng: rng_for(setup.seed, S_LOSS),
-            flood_rng: rng_for(setup.seed, S_LOSS + 100),
-            mobility_rng: rng_for(setup.seed, S_MOBILITY + 100),
-            keys,
-            ids: BTreeMap::new(),
-            msgs: vec![MsgState::default(); setup.traffic.len()],
-            tx: TxCounts::default(),
-            adv_tx: 0,
-            tx_lost: 0,
-            frame_events: 0,
-            timer_events: 0,
-            send_errors: 0,
-            sent: 0,
-            delivered: 0,
-            acked: 0,
-            timeline: Vec::new(),
-            caps,
-            buf: vec![0; MAX_FRAME_LEN],
-            prof: Prof::default(),
-            mark: vec![0; n],
-            stamp: 0,
+            rng: rng_for(setup.seed, S_NODE + (1 << 31) + i as u64),
+            coin: mix(setup.seed, (S_LOSS << 32) | i as u64),
+            links: Vec::new(),
+        });
+        for k in 0..threads {
+            let lane_cells: Vec<Cell> = cells.by_ref().take(chunk as usize).collect();
+            lanes.push(Mutex::new(Lane {
+                base: k as u32 * chunk,
+                cells: lane_cells,
+                now: 0,
+                heap: BinaryHeap::new(),
+                slab: Vec::new(),
+                free: Vec::new(),
+                buf: vec![0; MAX_FRAME_LEN],
+                outbox: Vec::new(),
+                out_bytes: Vec::new(),
+                msgs: vec![MsgState::default(); setup.traffic.len()],
+                tally: Tally::default(),
+                prof: Prof::default(),
+            }));
+        }
+        Sim {
+            cx: Ctx { setup, mode, caps, chunk, lanes: threads, lookahead: sc.medium.latency_ms * 1000 + 1 },
+            shared: RwLock::new(Shared {
+                world: World {
+                    side: setup.world.side,
+                    range: setup.world.range,
+                    pos: setup.world.pos.clone(),
+                    motion: setup.world.motion.clone(),
+                    walls: Vec::new(),
+                    adj: setup.world.adj.clone(),
+                },
+                ids: BTreeMap::new(),
+            }),
+            lanes,
+            co: Coord {
+                now: 0,
+                globals: BinaryHeap::new(),
+                gseq: 0,
+                msgs: vec![MsgState::default(); setup.traffic.len()],
+                sent: 0,
+                send_errors: 0,
+                timeline: Vec::new(),
+                mobility_rng: rng_for(setup.seed, S_MOBILITY + 100),
+                keys,
+                mark: vec![0; n],
+                stamp: 0,
+            },
         }
     }
 
-    fn push(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Reverse(Entry { at, seq: self.seq, ev }));
+    /// Run to the end of the scenario, calling `progress` with the simulated
+    /// second now and then.
+    ///
+    /// Conservative parallel simulation: the coordinator finds the earliest
+    /// pending event `t`; if it is a global one it runs it alone, else every
+    /// lane runs its own events in [t, t + lookahead) on its own thread. No
+    /// event of a window can cause an event in another lane within the same
+    /// window, and every queue orders its events by a key that does not
+    /// depend on the split, so any number of lanes gives the same run.
+    pub fn run(self, progress: &mut dyn FnMut(u64)) -> (RunReport, Prof) {
+        let Sim { cx, shared, lanes, mut co } = self;
+        let end = cx.setup.sc.duration_secs * 1_000_000;
+        {
+            let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut guards: Vec<MutexGuard<'_, Lane>> = lanes.iter().map(lock).collect();
+            let mut st =
+                Stage { cx: &cx, co: &mut co, sh: &mut sh, lanes: guards.iter_mut().map(|g| &mut **g).collect() };
+            st.start();
+        }
+        let ctl = Ctl::new(lanes.len());
+        std::thread::scope(|s| {
+            let mut workers = Vec::new();
+            for (k, lane) in lanes.iter().enumerate().skip(1) {
+                let (cx, ctl, shared) = (&cx, &ctl, &shared);
+                let h = std::thread::Builder::new()
+                    .name(format!("ferry-sim-lane-{k}"))
+                    .stack_size(super::STACK)
+                    .spawn_scoped(s, move || worker(k, cx, ctl, shared, lane));
+                // A lane without a thread runs on this one: same results.
+                workers.push(h.ok());
+            }
+            let _stop = StopOnDrop(&ctl);
+            let mut last_progress = 0;
+            loop {
+                let window_end = {
+                    let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut guards: Vec<MutexGuard<'_, Lane>> = lanes.iter().map(lock).collect();
+                    let mut st = Stage {
+                        cx: &cx,
+                        co: &mut co,
+                        sh: &mut sh,
+                        lanes: guards.iter_mut().map(|g| &mut **g).collect(),
+                    };
+                    st.merge();
+                    let head = st.lanes.iter().filter_map(|l| l.heap.peek().map(|e| e.0.at)).min().unwrap_or(u64::MAX);
+                    let global = st.co.globals.peek().map_or(u64::MAX, |g| g.0.0);
+                    let t = head.min(global);
+                    if t > end {
+                        break;
+                    }
+                    if t / 1_000_000 > last_progress {
+                        last_progress = t / 1_000_000;
+                        progress(last_progress);
+                    }
+                    if global <= head {
+                        if let Some(Reverse((at, _, g))) = st.co.globals.pop() {
+                            st.set_now(at);
+                            st.global(g);
+                        }
+                        continue;
+                    }
+                    let reach = if cx.lanes > 1 { t.saturating_add(cx.lookahead) } else { u64::MAX };
+                    reach.min(global).min(end + 1)
+                };
+                let go = ctl.start(window_end);
+                {
+                    let sh = shared.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    lock(&lanes[0]).run_window(&cx, &sh, window_end);
+                    for (w, lane) in workers.iter().zip(&lanes[1..]) {
+                        if w.is_none() {
+                            lock(lane).run_window(&cx, &sh, window_end);
+                        }
+                    }
+                }
+                for (k, w) in workers.iter().enumerate() {
+                    if let Some(h) = w {
+                        ctl.wait_done(k + 1, go, h);
+                    }
+                }
+            }
+        });
+        let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guards: Vec<MutexGuard<'_, Lane>> = lanes.iter().map(lock).collect();
+        let mut st = Stage { cx: &cx, co: &mut co, sh: &mut sh, lanes: guards.iter_mut().map(|g| &mut **g).collect() };
+        st.set_now(end);
+        st.sample();
+        st.report()
+    }
+}
+
+/// The handshake between the coordinator and the lane threads: a window
+/// counter and end time, a done counter per lane, and a stop flag. Windows
+/// are short (a few hundred microseconds of work), so both sides spin
+/// briefly before yielding the core.
+#[derive(Debug)]
+struct Ctl {
+    go: AtomicU64,
+    end: AtomicU64,
+    done: Vec<AtomicU64>,
+    stop: AtomicBool,
+}
+
+impl Ctl {
+    fn new(lanes: usize) -> Ctl {
+        Ctl {
+            go: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+            done: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Open a window ending (exclusive) at `end`; its number.
+    fn start(&self, end: u64) -> u64 {
+        self.end.store(end, Ordering::Relaxed);
+        self.go.fetch_add(1, Ordering::Release) + 1
+    }
+
+    fn wait_done<T>(&self, lane: usize, go: u64, h: &std::thread::ScopedJoinHandle<'_, T>) {
+        let mut spins = 0u32;
+        while self.done[lane].load(Ordering::Acquire) != go {
+            if h.is_finished() {
+                // The lane's thread died (a panic): the scope re-raises it.
+                self.stop.store(true, Ordering::Release);
+                panic!("simulation lane {lane} stopped");
+            }
+            pause(&mut spins);
+        }
+    }
+}
+
+fn pause(spins: &mut u32) {
+    if *spins < 4096 {
+        *spins += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Stops the lane threads however the coordinator leaves the scope.
+struct StopOnDrop<'c>(&'c Ctl);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Release);
+    }
+}
+
+fn worker(k: usize, cx: &Ctx<'_>, ctl: &Ctl, shared: &RwLock<Shared>, lane: &Mutex<Lane>) {
+    let mut seen = 0;
+    loop {
+        let mut spins = 0u32;
+        let go = loop {
+            if ctl.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let go = ctl.go.load(Ordering::Acquire);
+            if go != seen {
+                break go;
+            }
+            pause(&mut spins);
+        };
+        seen = go;
+        let end = ctl.end.load(Ordering::Relaxed);
+        {
+            let sh = shared.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            lock(lane).run_window(cx, &sh, end);
+        }
+        ctl.done[k].store(go, Ordering::Release);
+    }
+}
+
+impl Lane {
+    fn cell(&mut self, node: u32) -> &mut Cell {
+        &mut self.cells[(node - self.base) as usize]
+    }
+
+    fn owns(&self, node: u32) -> bool {
+        node >= self.base && node - self.base < self.cells.len() as u32
+    }
+
+    fn next_seq(&mut self, src: u32) -> u64 {
+        let c = self.cell(src);
+        c.seq += 1;
+        c.seq
+    }
+
+    /// Schedule `ev` for `src`, one of this lane's nodes.
+    fn push(&mut self, src: u32, at: u64, ev: Ev) {
+        let seq = self.next_seq(src);
+        self.heap.push(Reverse(Entry { at, src, seq, ev }));
     }
 
     fn now_ms(&self) -> Instant {
         Instant::from_millis(self.now / 1000)
     }
 
-    fn broadcast(&self) -> bool {
-        self.caps.broadcast
-    }
-
-    /// Run to the end of the scenario, calling `progress` with the simulated
-    /// second now and then.
-    pub fn run(mut self, progress: &mut dyn FnMut(u64)) -> (RunReport, Prof) {
-        let sc = &self.setup.sc;
-        let end = sc.duration_secs * 1_000_000;
-        // Radios on.
-        for i in 0..self.nodes.len() {
-            self.power_on(i as u32);
-        }
-        for (i, m) in self.setup.traffic.iter().enumerate() {
-            self.push(m.at, Ev::Send { msg: i as u32 });
-        }
-        for &(at, node) in &self.setup.churn {
-            self.push(at, Ev::Churn { node });
-        }
-        for (i, p) in sc.partitions.iter().enumerate() {
-            self.push(p.start_secs * 1_000_000, Ev::Wall { index: i as u32, close: true });
-            self.push(p.end_secs * 1_000_000, Ev::Wall { index: i as u32, close: false });
-        }
-        if sc.moves() {
-            let tick = sc.mobility.as_ref().map_or(1, |m| m.tick_secs);
-            self.push(tick * 1_000_000, Ev::Tick);
-        }
-        self.push(0, Ev::Sample);
-        for &(node, _, _, _) in &self.setup.adversaries {
-            if self.mode == Mode::Router {
-                self.push(1_000_000, Ev::Attack { node });
-            }
-        }
-        let mut last_progress = 0;
-        while let Some(Reverse(e)) = self.heap.pop() {
-            if e.at > end {
+    /// Run every event before `end`.
+    fn run_window(&mut self, cx: &Ctx<'_>, sh: &Shared, end: u64) {
+        while let Some(Reverse(e)) = self.heap.peek() {
+            if e.at >= end {
                 break;
             }
+            let e = *e;
+            self.heap.pop();
             self.now = e.at;
-            if self.now / 1_000_000 > last_progress {
-                last_progress = self.now / 1_000_000;
-                progress(last_progress);
-            }
-            self.dispatch(e);
+            self.dispatch(cx, sh, e);
         }
-        self.now = end;
-        self.sample();
-        self.finish()
     }
 
-    fn dispatch(&mut self, e: Entry) {
+    /// A datagram from another lane.
+    fn accept(&mut self, mode: Mode, mut e: Entry, bytes: &[u8]) {
+        if let (Mode::Router, Ev::Arrive { data, .. }) = (mode, &mut e.ev) {
+            *data = self.store_bytes(bytes);
+        }
+        self.heap.push(Reverse(e));
+    }
+
+    fn store_bytes(&mut self, bytes: &[u8]) -> u32 {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slab.push(Vec::with_capacity(MAX_FRAME_LEN));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let v = &mut self.slab[slot as usize];
+        v.clear();
+        v.extend_from_slice(bytes);
+        slot
+    }
+
+    fn dispatch(&mut self, cx: &Ctx<'_>, sh: &Shared, e: Entry) {
         match e.ev {
-            Ev::Arrive { from, to, len, data } => self.arrive(from, to, len, data),
+            Ev::Arrive { from, to, len, data } => self.arrive(cx, sh, from, to, len, data),
             Ev::TxDone { node, epoch } => {
-                if self.epoch[node as usize] == epoch {
-                    self.busy[node as usize] = false;
-                    self.service(node);
+                let c = self.cell(node);
+                if c.epoch == epoch {
+                    c.busy = false;
+                    self.service(cx, sh, node);
                 }
             }
             Ev::Timer { node } => {
-                let i = node as usize;
-                if self.timer_at[i] != e.at || !self.up[i] {
+                let now = self.now_ms();
+                let c = self.cell(node);
+                if c.timer_at != e.at || !c.up {
                     return;
                 }
-                self.timer_at[i] = NONE;
-                self.timer_events += 1;
-                let now = self.now_ms();
+                c.timer_at = NONE;
                 let t = WallClock::now();
-                match &mut self.nodes[i] {
+                match &mut c.node {
                     Node::Relay(r) => r.handle_timeout(now),
-                    Node::End(ep) => ep.handle_timeout(now, &mut self.rngs[i]),
+                    Node::End(ep) => ep.handle_timeout(now, &mut c.rng),
                     Node::Flood(_) | Node::Adv(_) => {}
                 }
                 self.prof.handle_timeout += t.elapsed();
-                self.service(node);
+                self.tally.timer_events += 1;
+                self.service(cx, sh, node);
             }
-            Ev::Send { msg } => self.send(msg),
-            Ev::Churn { node } => {
-                if self.up[node as usize] {
-                    self.power_off(node);
-                } else {
-                    self.power_on(node);
-                }
-            }
-            Ev::Tick => {
-                let sc = &self.setup.sc;
-                let tick = sc.mobility.as_ref().map_or(1, |m| m.tick_secs);
-                let t = self.now as f64 / 1e6;
-                self.world.step(t, tick as f64, sc.mobility.as_ref(), &mut self.mobility_rng);
-                self.world.rebuild();
-                self.sync_links();
-                self.push(self.now + tick * 1_000_000, Ev::Tick);
-            }
-            Ev::Wall { index, close } => {
-                let sc = &self.setup.sc;
-                if let Some(p) = sc.partitions.get(index as usize) {
-                    let wall = (p.axis, p.at * self.world.side);
-                    if close {
-                        self.world.walls.push(wall);
-                    } else if let Some(k) = self.world.walls.iter().position(|w| *w == wall) {
-                        self.world.walls.remove(k);
-                    }
-                    self.world.rebuild();
-                    self.sync_links();
-                }
-            }
-            Ev::Attack { node } => {
-                let i = node as usize;
-                if let Node::Adv(a) = &self.nodes[i] {
-                    let gap = a.gap;
-                    self.push(self.now + gap, Ev::Attack { node });
-                }
-                if self.up[i] && !self.busy[i] {
-                    let mtu = usize::from(self.caps.mtu);
-                    let len = match &mut self.nodes[i] {
-                        Node::Adv(a) => a.frame(&mut self.buf, mtu),
-                        _ => None,
-                    };
-                    if let Some(len) = len {
-                        let to = if self.broadcast() {
-                            u32::MAX
-                        } else if self.links[i].is_empty() {
-                            return;
-                        } else {
-                            let k = self.loss_rng.random_range(0..self.links[i].len());
-                            self.links[i][k]
-                        };
-                        self.launch(node, len, to, u32::MAX, 0, true);
-                    }
-                }
-            }
+            Ev::Attack { node } => self.attack(cx, node),
             Ev::Rebroadcast { node, msg, epoch } => {
-                let i = node as usize;
-                if self.epoch[i] != epoch || !self.up[i] {
+                let c = self.cell(node);
+                if c.epoch != epoch || !c.up {
                     return;
                 }
-                let k = match self.mode {
+                let k = match cx.mode {
                     Mode::Counter { k, .. } => k,
                     _ => u32::MAX,
                 };
-                if let Node::Flood(f) = &mut self.nodes[i]
+                if let Node::Flood(f) = &mut c.node
                     && f.copies.remove(&msg).is_some_and(|c| c < k)
                 {
                     f.queue.push_back((msg, u32::MAX));
                 }
-                self.service(node);
-            }
-            Ev::Sample => {
-                self.sample();
-                self.push(self.now + self.setup.sc.sample_secs * 1_000_000, Ev::Sample);
+                self.service(cx, sh, node);
             }
         }
+    }
+
+    fn attack(&mut self, cx: &Ctx<'_>, node: u32) {
+        let now = self.now;
+        let gap = match &self.cell(node).node {
+            Node::Adv(a) => a.gap,
+            _ => return,
+        };
+        self.push(node, now + gap, Ev::Attack { node });
+        let mtu = usize::from(cx.caps.mtu);
+        let i = (node - self.base) as usize;
+        let Lane { cells, buf, .. } = self;
+        let c = &mut cells[i];
+        if !c.up || c.busy {
+            return;
+        }
+        let Node::Adv(a) = &mut c.node else { return };
+        let Some(len) = a.frame(buf, mtu) else { return };
+        let to = if cx.broadcast() {
+            u32::MAX
+        } else if c.links.is_empty() {
+            return;
+        } else {
+            c.links[a.rng.random_range(0..c.links.len())]
+        };
+        self.launch(cx, node, len, to, u32::MAX, 0, true);
     }
 
     // ----- nodes on and off, links ---------------------------------------
 
-    fn power_on(&mut self, node: u32) {
-        let i = node as usize;
-        if self.mode == Mode::Router && matches!(self.nodes[i], Node::Relay(_)) && self.epoch[i] > 0 {
+    /// The node's part of switching on: a fresh dongle, the radio link up.
+    fn power_on(&mut self, cx: &Ctx<'_>, sh: &Shared, node: u32) {
+        let now = self.now_ms();
+        let c = self.cell(node);
+        if cx.mode == Mode::Router && matches!(c.node, Node::Relay(_)) && c.epoch > 0 {
             // A dongle keeps nothing across a power cycle.
-            self.nodes[i] = Node::Relay(new_relay(self.setup.sc.relay, router_config(&self.setup.sc)));
+            c.node = Node::Relay(new_relay(cx.setup.sc.relay, router_config(&cx.setup.sc)));
         }
-        if let Node::Flood(f) = &mut self.nodes[i]
-            && self.epoch[i] > 0
+        if let Node::Flood(f) = &mut c.node
+            && c.epoch > 0
         {
-            *f = FloodNode::new(self.setup.traffic.len());
+            *f = FloodNode::new(cx.setup.traffic.len());
         }
-        self.up[i] = true;
-        self.busy[i] = false;
-        self.epoch[i] += 1;
-        self.timer_at[i] = NONE;
-        if self.broadcast() {
-            let (now, caps) = (self.now_ms(), self.caps);
-            let ok = match &mut self.nodes[i] {
-                Node::Relay(r) => r.handle_link_up(now, &mut self.rngs[i], RADIO, caps),
-                Node::End(ep) => ep.handle_link_up(now, &mut self.rngs[i], RADIO, caps),
+        c.up = true;
+        c.busy = false;
+        c.epoch += 1;
+        c.timer_at = NONE;
+        if cx.broadcast() {
+            let caps = cx.caps;
+            let ok = match &mut c.node {
+                Node::Relay(r) => r.handle_link_up(now, &mut c.rng, RADIO, caps),
+                Node::End(ep) => ep.handle_link_up(now, &mut c.rng, RADIO, caps),
                 Node::Flood(_) | Node::Adv(_) => true,
             };
             debug_assert!(ok, "the radio link is refused");
-            self.service(node);
-        } else {
-            self.sync_node_links(node);
+            self.service(cx, sh, node);
         }
     }
 
-    fn power_off(&mut self, node: u32) {
-        let i = node as usize;
-        self.up[i] = false;
-        self.timer_at[i] = NONE;
-        self.epoch[i] += 1;
-        let peers = std::mem::take(&mut self.links[i]);
-        for p in peers {
-            self.link_down_one(p, node);
-            self.service(p);
-        }
+    /// The node's part of switching off; its peers (whose links went down).
+    fn power_off(&mut self, node: u32) -> Vec<u32> {
+        let c = self.cell(node);
+        c.up = false;
+        c.timer_at = NONE;
+        c.epoch += 1;
+        std::mem::take(&mut c.links)
     }
 
-    fn link_up_one(&mut self, at: u32, peer: u32) -> bool {
-        let (now, caps) = (self.now_ms(), self.caps);
-        let i = at as usize;
-        match &mut self.nodes[i] {
-            Node::Relay(r) => r.handle_link_up(now, &mut self.rngs[i], LinkId(peer), caps),
-            Node::End(ep) => ep.handle_link_up(now, &mut self.rngs[i], LinkId(peer), caps),
+    fn link_up_one(&mut self, cx: &Ctx<'_>, at: u32, peer: u32) -> bool {
+        let (now, caps) = (self.now_ms(), cx.caps);
+        let c = self.cell(at);
+        match &mut c.node {
+            Node::Relay(r) => r.handle_link_up(now, &mut c.rng, LinkId(peer), caps),
+            Node::End(ep) => ep.handle_link_up(now, &mut c.rng, LinkId(peer), caps),
             Node::Flood(_) | Node::Adv(_) => true,
         }
     }
 
-    fn link_down_one(&mut self, at: u32, peer: u32) {
+    /// `at` forgets a link to `peer` its router had (or refused).
+    fn router_link_down(&mut self, at: u32, peer: u32) {
         let now = self.now_ms();
-        match &mut self.nodes[at as usize] {
+        match &mut self.cell(at).node {
             Node::Relay(r) => r.handle_link_down(now, LinkId(peer)),
             Node::End(ep) => ep.handle_link_down(now, LinkId(peer)),
             Node::Flood(_) | Node::Adv(_) => {}
         }
-        let l = &mut self.links[at as usize];
+    }
+
+    fn link_down_one(&mut self, at: u32, peer: u32) {
+        self.router_link_down(at, peer);
+        let l = &mut self.cell(at).links;
         if let Ok(k) = l.binary_search(&peer) {
             l.remove(k);
         }
     }
 
-    /// Point-to-point: bring links in line with the neighbour sets (links up
-    /// to new neighbours, down to those out of range). A node whose link
-    /// table is full refuses; the pair then stays unlinked until the next
-    /// topology change.
-    fn sync_links(&mut self) {
-        if self.broadcast() {
-            return;
+    fn add_link(&mut self, at: u32, peer: u32) {
+        let l = &mut self.cell(at).links;
+        if let Err(k) = l.binary_search(&peer) {
+            l.insert(k, peer);
         }
-        for i in 0..self.nodes.len() {
-            self.sync_node_links(i as u32);
-        }
-    }
-
-    fn sync_node_links(&mut self, node: u32) {
-        if self.broadcast() {
-            return;
-        }
-        let i = node as usize;
-        let want: Vec<u32> = if self.up[i] {
-            self.world.adj[i].iter().copied().filter(|&j| self.up[j as usize]).collect()
-        } else {
-            Vec::new()
-        };
-        let have = self.links[i].clone();
-        for &p in &have {
-            if want.binary_search(&p).is_err() {
-                self.link_down_one(node, p);
-                self.link_down_one(p, node);
-                self.service(p);
-            }
-        }
-        for &p in &want {
-            if self.links[i].binary_search(&p).is_ok() {
-                continue;
-            }
-            let a = self.link_up_one(node, p);
-            let b = a && self.link_up_one(p, node);
-            if a && b {
-                for (x, y) in [(node, p), (p, node)] {
-                    let l = &mut self.links[x as usize];
-                    if let Err(k) = l.binary_search(&y) {
-                        l.insert(k, y);
-                    }
-                }
-                self.service(p);
-            } else if a {
-                let now = self.now_ms();
-                match &mut self.nodes[i] {
-                    Node::Relay(r) => r.handle_link_down(now, LinkId(p)),
-                    Node::End(ep) => ep.handle_link_down(now, LinkId(p)),
-                    Node::Flood(_) | Node::Adv(_) => {}
-                }
-            }
-        }
-        self.service(node);
     }
 
     // ----- driving a node ------------------------------------------------
 
     /// After an input: drain events, transmit if the radio is idle, re-arm
     /// the timer.
-    fn service(&mut self, node: u32) {
-        let i = node as usize;
-        if !self.up[i] {
+    fn service(&mut self, cx: &Ctx<'_>, sh: &Shared, node: u32) {
+        if !self.cell(node).up {
             return;
         }
-        self.drain_events(node);
-        if !self.busy[i] {
-            self.transmit(node);
-            self.drain_events(node);
+        self.drain_events(sh, cx, node);
+        if !self.cell(node).busy {
+            self.transmit(cx, node);
+            self.drain_events(sh, cx, node);
         }
-        let t = match &self.nodes[i] {
+        let now = self.now;
+        let c = self.cell(node);
+        let t = match &c.node {
             Node::Relay(r) => r.poll_timeout(),
             Node::End(ep) => ep.poll_timeout(),
             Node::Flood(_) | Node::Adv(_) => None,
         };
         let at = match t {
             None => NONE,
-            Some(t) if t.millis() <= self.now / 1000 => (self.now / 1000 + 1) * 1000,
+            Some(t) if t.millis() <= now / 1000 => (now / 1000 + 1) * 1000,
             Some(t) => t.millis().saturating_mul(1000),
         };
-        if at != self.timer_at[i] {
-            self.timer_at[i] = at;
+        if at != c.timer_at {
+            c.timer_at = at;
             if at != NONE {
-                self.push(at, Ev::Timer { node });
+                self.push(node, at, Ev::Timer { node });
             }
         }
     }
 
-    fn drain_events(&mut self, node: u32) {
+    fn drain_events(&mut self, sh: &Shared, cx: &Ctx<'_>, node: u32) {
         let now = self.now;
-        match &mut self.nodes[node as usize] {
-            Node::Relay(r) => while r.poll_event().is_some() {},
-            Node::End(ep) => {
-                while let Some(ev) = ep.poll_event() {
-                    match ev {
-                        EpEvent::Received(r) => {
-                            if let Some(&m) = self.ids.get(&r.id.0) {
-                                let st = &mut self.msgs[m as usize];
-                                st.shown += 1;
-                                if st.delivered.is_none() && self.setup.traffic[m as usize].to == node {
-                                    st.delivered = Some(now);
-                                    self.delivered += 1;
-                                }
-                            }
+        let i = (node - self.base) as usize;
+        let Lane { cells, msgs, tally, .. } = self;
+        let Node::End(ep) = &mut cells[i].node else {
+            if let Node::Relay(r) = &mut cells[i].node {
+                while r.poll_event().is_some() {}
+            }
+            return;
+        };
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                EpEvent::Received(r) => {
+                    if let Some(&m) = sh.ids.get(&r.id.0) {
+                        let st = &mut msgs[m as usize];
+                        st.shown += 1;
+                        if st.delivered.is_none() && cx.setup.traffic[m as usize].to == node {
+                            st.delivered = Some(now);
+                            tally.delivered += 1;
                         }
-                        EpEvent::Status { id, state: DeliveryState::Delivered } => {
-                            if let Some(&m) = self.ids.get(&id.0) {
-                                let st = &mut self.msgs[m as usize];
-                                if st.acked.is_none() {
-                                    st.acked = Some(now);
-                                    self.acked += 1;
-                                }
-                            }
-                        }
-                        EpEvent::Status { .. } => {}
                     }
                 }
+                EpEvent::Status { id, state: DeliveryState::Delivered } => {
+                    if let Some(&m) = sh.ids.get(&id.0) {
+                        let st = &mut msgs[m as usize];
+                        if st.acked.is_none() {
+                            st.acked = Some(now);
+                            tally.acked += 1;
+                        }
+                    }
+                }
+                EpEvent::Status { .. } => {}
             }
-            Node::Flood(_) | Node::Adv(_) => {}
         }
     }
 
-    fn transmit(&mut self, node: u32) {
-        let i = node as usize;
+    fn transmit(&mut self, cx: &Ctx<'_>, node: u32) {
         let now = self.now_ms();
-        let (len, to, data, kind) = match &mut self.nodes[i] {
-            Node::Relay(r) => match r.poll_transmit(now, &mut self.buf) {
-                Some(t) => (t.len, t.link, u32::MAX, self.buf.first().map_or(0, |b| b & 0x1f)),
+        let i = (node - self.base) as usize;
+        let Lane { cells, buf, .. } = self;
+        let (len, to, data, kind) = match &mut cells[i].node {
+            Node::Relay(r) => match r.poll_transmit(now, buf) {
+                Some(t) => (t.len, t.link, u32::MAX, buf.first().map_or(0, |b| b & 0x1f)),
                 None => return,
             },
-            Node::End(ep) => match ep.poll_transmit(now, &mut self.buf) {
-                Some(t) => (t.len, t.link, u32::MAX, self.buf.first().map_or(0, |b| b & 0x1f)),
+            Node::End(ep) => match ep.poll_transmit(now, buf) {
+                Some(t) => (t.len, t.link, u32::MAX, buf.first().map_or(0, |b| b & 0x1f)),
                 None => return,
             },
             Node::Flood(f) => match f.queue.pop_front() {
@@ -1119,149 +1382,183 @@ impl<'a> Sim<'a> {
             // Hostile nodes send on their own schedule (`Ev::Attack`).
             Node::Adv(_) => return,
         };
-        let to = if self.broadcast() { u32::MAX } else { to.0 };
-        self.launch(node, len, to, data, kind, false);
+        let to = if cx.broadcast() { u32::MAX } else { to.0 };
+        self.launch(cx, node, len, to, data, kind, false);
     }
 
     /// Put a datagram on the air: the first `len` bytes of `self.buf` (or,
     /// flooding, message `data`), counted by `kind` (byte 0's low bits), or
     /// as an adversary's.
-    fn launch(&mut self, node: u32, len: usize, to: u32, data: u32, kind: u8, hostile: bool) {
-        let i = node as usize;
+    #[allow(clippy::too_many_arguments)]
+    fn launch(&mut self, cx: &Ctx<'_>, node: u32, len: usize, to: u32, data: u32, kind: u8, hostile: bool) {
+        let mode = cx.mode;
         // The wire: a naive-flooding frame above the MTU goes as segments
         // too, each with the 4-byte segment header.
-        let (frames, bytes) = match self.mode {
-            _ if self.mode.floods() => match segment::plan(len, usize::from(self.caps.mtu)) {
-                Some((count, _)) if len > usize::from(self.caps.mtu) => {
+        let (frames, bytes) = match mode {
+            _ if mode.floods() => match segment::plan(len, usize::from(cx.caps.mtu)) {
+                Some((count, _)) if len > usize::from(cx.caps.mtu) => {
                     (u64::from(count), (len + wire::SEGMENT_HEADER_LEN * usize::from(count)) as u64)
                 }
                 _ => (1, len as u64),
             },
             _ => (1, len as u64),
         };
+        let tx = &mut self.tally.tx;
         match kind {
-            _ if hostile => self.adv_tx += 1,
-            1 | 2 => self.tx.message += frames,
-            3 => self.tx.receipt += 1,
-            4 => self.tx.hello += 1,
-            5 => self.tx.summary += 1,
-            _ => self.tx.segment += 1,
+            _ if hostile => self.tally.adv_tx += 1,
+            1 | 2 => tx.message += frames,
+            3 => tx.receipt += 1,
+            4 => tx.hello += 1,
+            5 => tx.summary += 1,
+            _ => tx.segment += 1,
         }
-        if self.mode.floods() && frames > 1 {
-            self.tx.message -= frames;
-            self.tx.segment += frames;
+        let tx = &mut self.tally.tx;
+        if mode.floods() && frames > 1 {
+            tx.message -= frames;
+            tx.segment += frames;
         }
         if !hostile {
-            self.tx.total += frames;
-            self.tx.bytes += bytes;
+            tx.total += frames;
+            tx.bytes += bytes;
         }
-        let m = &self.setup.sc.medium;
-        let mut ser = (bytes * 8 * 1_000_000).div_ceil(m.bandwidth_bps);
-        if let Node::Adv(a) = &self.nodes[i] {
+        let m = &cx.setup.sc.medium;
+        let mut ser = (bytes * 8 * 1_000_000).div_ceil(m.bandwidth_bps).max(1);
+        let c = self.cell(node);
+        if let Node::Adv(a) = &c.node {
             ser = ((ser as f64 / a.radio_x).ceil() as u64).max(1);
         }
-        self.busy[i] = true;
-        let epoch = self.epoch[i];
-        self.push(self.now + ser, Ev::TxDone { node, epoch });
-        let data = match self.mode {
-            Mode::Router => {
-                let slot = match self.free.pop() {
+        c.busy = true;
+        let epoch = c.epoch;
+        let now = self.now;
+        self.push(node, now + ser, Ev::TxDone { node, epoch });
+        if to != u32::MAX && to >= cx.setup.sc.nodes {
+            self.tally.tx_lost += 1;
+            return;
+        }
+        let frames_u16 = u16::try_from(frames).unwrap_or(u16::MAX);
+        let wire_len = if mode.floods() { frames_u16 } else { len as u16 };
+        let seq = self.next_seq(node);
+        let entry = Entry {
+            at: now + ser + m.latency_ms * 1000,
+            src: node,
+            seq,
+            ev: Ev::Arrive { from: node, to, len: wire_len, data },
+        };
+        let here = to == u32::MAX || self.owns(to);
+        let there = (to == u32::MAX && cx.lanes > 1) || !here;
+        if there {
+            let start = self.out_bytes.len() as u32;
+            if mode == Mode::Router {
+                self.out_bytes.extend_from_slice(&self.buf[..len]);
+            }
+            let lane = if to == u32::MAX { u32::MAX } else { cx.lane_of(to) as u32 };
+            let len = self.out_bytes.len() as u32 - start;
+            self.outbox.push(Out { entry, lane, start, len });
+        }
+        if here {
+            let mut e = entry;
+            if let (Mode::Router, Ev::Arrive { data, .. }) = (mode, &mut e.ev) {
+                let Lane { slab, free, buf, .. } = self;
+                let slot = match free.pop() {
                     Some(s) => s,
                     None => {
-                        self.slab.push(Vec::with_capacity(MAX_FRAME_LEN));
-                        (self.slab.len() - 1) as u32
+                        slab.push(Vec::with_capacity(MAX_FRAME_LEN));
+                        (slab.len() - 1) as u32
                     }
                 };
-                let v = &mut self.slab[slot as usize];
+                let v = &mut slab[slot as usize];
                 v.clear();
-                v.extend_from_slice(&self.buf[..len]);
-                slot
+                v.extend_from_slice(&buf[..len]);
+                *data = slot;
             }
-            _ => data,
-        };
-        let frames_u16 = u16::try_from(frames).unwrap_or(u16::MAX);
-        let len = if self.mode.floods() { frames_u16 } else { len as u16 };
-        self.push(self.now + ser + m.latency_ms * 1000, Ev::Arrive { from: node, to, len, data });
+            self.heap.push(Reverse(e));
+        }
     }
 
-    fn arrive(&mut self, from: u32, to: u32, len: u16, data: u32) {
-        let receivers: Vec<u32> = if to == u32::MAX {
-            self.world.adj[from as usize].clone()
-        } else if self.links[from as usize].binary_search(&to).is_ok() {
-            vec![to]
+    fn arrive(&mut self, cx: &Ctx<'_>, sh: &Shared, from: u32, to: u32, len: u16, data: u32) {
+        let one = [to];
+        let receivers: &[u32] = if to == u32::MAX {
+            // The neighbours of `from` in this lane (the lists are sorted).
+            let adj = &sh.world.adj[from as usize];
+            let (lo, hi) = (self.base, self.base + self.cells.len() as u32);
+            &adj[adj.partition_point(|&r| r < lo)..adj.partition_point(|&r| r < hi)]
+        } else if self.cell(to).links.binary_search(&from).is_ok() {
+            &one
         } else {
-            self.tx_lost += 1;
-            Vec::new()
+            self.tally.tx_lost += 1;
+            &[]
         };
-        let loss = self.setup.sc.medium.loss;
-        for r in receivers {
-            if !self.up[r as usize] {
+        let loss = cx.setup.sc.medium.loss;
+        let mode = cx.mode;
+        for &r in receivers {
+            let i = (r - self.base) as usize;
+            if !self.cells[i].up {
                 continue;
             }
             if loss > 0.0 {
                 // Flooding: `len` is the number of segments; losing any one
                 // loses the frame.
-                let k = if self.mode.floods() { i32::from(len) } else { 1 };
+                let k = if mode.floods() { i32::from(len) } else { 1 };
                 let p = 1.0 - (1.0 - loss).powi(k);
-                if self.loss_rng.random::<f64>() < p {
+                if self.cells[i].coin_f64() < p {
                     continue;
                 }
             }
-            if !matches!(self.nodes[r as usize], Node::Adv(_)) {
-                self.frame_events += 1;
+            if !matches!(self.cells[i].node, Node::Adv(_)) {
+                self.tally.frame_events += 1;
             }
             // Reading the clock around every frame would cost more than
             // many frames do: time one in PROF_SAMPLE and scale.
-            let sampled = self.frame_events.is_multiple_of(u64::from(PROF_SAMPLE));
+            let sampled = self.tally.frame_events.is_multiple_of(u64::from(PROF_SAMPLE));
             let link = if to == u32::MAX { RADIO } else { LinkId(from) };
             let now = self.now_ms();
-            let i = r as usize;
-            match &mut self.nodes[i] {
+            let Lane { cells, slab, msgs, tally, prof, heap, .. } = self;
+            let c = &mut cells[i];
+            match &mut c.node {
                 Node::Relay(router) => {
-                    let bytes = &self.slab[data as usize][..usize::from(len)];
+                    let bytes = &slab[data as usize][..usize::from(len)];
                     let t = sampled.then(WallClock::now);
                     let _ = router.handle_frame(now, link, bytes);
                     if let Some(t) = t {
-                        self.prof.handle_frame += t.elapsed() * PROF_SAMPLE;
+                        prof.handle_frame += t.elapsed() * PROF_SAMPLE;
                     }
                 }
                 Node::End(ep) => {
-                    let bytes = &self.slab[data as usize][..usize::from(len)];
+                    let bytes = &slab[data as usize][..usize::from(len)];
                     let t = sampled.then(WallClock::now);
-                    let _ = ep.handle_frame(now, &mut self.rngs[i], link, bytes);
+                    let _ = ep.handle_frame(now, &mut c.rng, link, bytes);
                     if let Some(t) = t {
-                        self.prof.handle_frame += t.elapsed() * PROF_SAMPLE;
+                        prof.handle_frame += t.elapsed() * PROF_SAMPLE;
                     }
                 }
                 Node::Adv(a) => {
-                    a.hear(&self.slab[data as usize][..usize::from(len)]);
+                    a.hear(&slab[data as usize][..usize::from(len)]);
                     continue;
                 }
                 Node::Flood(f) => {
                     if !f.first_time(data) {
-                        if let Some(c) = f.copies.get_mut(&data) {
-                            *c += 1;
+                        if let Some(n) = f.copies.get_mut(&data) {
+                            *n += 1;
                         }
                     } else {
-                        if self.setup.traffic[data as usize].to == r {
-                            let st = &mut self.msgs[data as usize];
+                        if cx.setup.traffic[data as usize].to == r {
+                            let st = &mut msgs[data as usize];
                             if st.delivered.is_none() {
                                 st.delivered = Some(self.now);
                                 st.shown = 1;
-                                self.delivered += 1;
+                                tally.delivered += 1;
                             }
                         }
-                        if let (Mode::Counter { delay, .. }, true) = (self.mode, to == u32::MAX) {
+                        if let (Mode::Counter { delay, .. }, true) = (mode, to == u32::MAX) {
                             f.copies.insert(data, 1);
-                            let at = self.now + self.flood_rng.random_range(0..=delay);
-                            let epoch = self.epoch[i];
-                            self.seq += 1;
-                            let ev = Ev::Rebroadcast { node: r, msg: data, epoch };
-                            self.heap.push(Reverse(Entry { at, seq: self.seq, ev }));
+                            let wait = c.coin() % (delay + 1);
+                            c.seq += 1;
+                            let ev = Ev::Rebroadcast { node: r, msg: data, epoch: c.epoch };
+                            heap.push(Reverse(Entry { at: self.now + wait, src: r, seq: c.seq, ev }));
                         } else if to == u32::MAX {
                             f.queue.push_back((data, u32::MAX));
                         } else {
-                            for &p in &self.links[i] {
+                            for &p in &c.links {
                                 if p != from {
                                     f.queue.push_back((data, p));
                                 }
@@ -1270,26 +1567,213 @@ impl<'a> Sim<'a> {
                     }
                 }
             }
-            self.service(r);
+            self.service(cx, sh, r);
         }
-        if self.mode == Mode::Router {
+        if mode == Mode::Router {
             self.free.push(data);
         }
+    }
+}
+
+/// The coordinator between windows: every lane stopped, everything
+/// writable.
+struct Stage<'s, 'a> {
+    cx: &'s Ctx<'a>,
+    co: &'s mut Coord,
+    sh: &'s mut Shared,
+    lanes: Vec<&'s mut Lane>,
+}
+
+impl Stage<'_, '_> {
+    fn lane(&mut self, node: u32) -> &mut Lane {
+        let k = self.cx.lane_of(node);
+        &mut *self.lanes[k]
+    }
+
+    fn up(&self, node: u32) -> bool {
+        let l = &self.lanes[self.cx.lane_of(node)];
+        l.cells[(node - l.base) as usize].up
+    }
+
+    fn set_now(&mut self, t: u64) {
+        self.co.now = t;
+        for l in &mut self.lanes {
+            l.now = t;
+        }
+    }
+
+    /// Hand every lane the datagrams other lanes sent it.
+    fn merge(&mut self) {
+        let mode = self.cx.mode;
+        for k in 0..self.lanes.len() {
+            let mut out = std::mem::take(&mut self.lanes[k].outbox);
+            let mut bytes = std::mem::take(&mut self.lanes[k].out_bytes);
+            for o in &out {
+                let b = &bytes[o.start as usize..(o.start + o.len) as usize];
+                for (d, lane) in self.lanes.iter_mut().enumerate() {
+                    if d != k && (o.lane == u32::MAX || o.lane as usize == d) {
+                        lane.accept(mode, o.entry, b);
+                    }
+                }
+            }
+            out.clear();
+            bytes.clear();
+            self.lanes[k].outbox = out;
+            self.lanes[k].out_bytes = bytes;
+        }
+    }
+
+    /// Radios on, the scenario's events queued.
+    fn start(&mut self) {
+        let cx = self.cx;
+        let sc = &cx.setup.sc;
+        for i in 0..sc.nodes {
+            self.power_on(i);
+        }
+        for (i, m) in cx.setup.traffic.iter().enumerate() {
+            self.co.push(m.at, Global::Send { msg: i as u32 });
+        }
+        for &(at, node) in &cx.setup.churn {
+            self.co.push(at, Global::Churn { node });
+        }
+        for (i, p) in sc.partitions.iter().enumerate() {
+            self.co.push(p.start_secs * 1_000_000, Global::Wall { index: i as u32, close: true });
+            self.co.push(p.end_secs * 1_000_000, Global::Wall { index: i as u32, close: false });
+        }
+        if sc.moves() {
+            let tick = sc.mobility.as_ref().map_or(1, |m| m.tick_secs);
+            self.co.push(tick * 1_000_000, Global::Tick);
+        }
+        self.co.push(0, Global::Sample);
+        if cx.mode == Mode::Router {
+            for &(node, _, _, _) in &cx.setup.adversaries {
+                self.lane(node).push(node, 1_000_000, Ev::Attack { node });
+            }
+        }
+    }
+
+    fn global(&mut self, g: Global) {
+        let cx = self.cx;
+        let sc = &cx.setup.sc;
+        match g {
+            Global::Send { msg } => self.send(msg),
+            Global::Churn { node } => {
+                if self.up(node) {
+                    self.power_off(node);
+                } else {
+                    self.power_on(node);
+                }
+            }
+            Global::Tick => {
+                let tick = sc.mobility.as_ref().map_or(1, |m| m.tick_secs);
+                let t = self.co.now as f64 / 1e6;
+                self.sh.world.step(t, tick as f64, sc.mobility.as_ref(), &mut self.co.mobility_rng);
+                self.sh.world.rebuild();
+                self.sync_links();
+                let at = self.co.now + tick * 1_000_000;
+                self.co.push(at, Global::Tick);
+            }
+            Global::Wall { index, close } => {
+                if let Some(p) = sc.partitions.get(index as usize) {
+                    let wall = (p.axis, p.at * self.sh.world.side);
+                    if close {
+                        self.sh.world.walls.push(wall);
+                    } else if let Some(k) = self.sh.world.walls.iter().position(|w| *w == wall) {
+                        self.sh.world.walls.remove(k);
+                    }
+                    self.sh.world.rebuild();
+                    self.sync_links();
+                }
+            }
+            Global::Sample => {
+                self.sample();
+                let at = self.co.now + sc.sample_secs * 1_000_000;
+                self.co.push(at, Global::Sample);
+            }
+        }
+    }
+
+    fn service(&mut self, node: u32) {
+        let k = self.cx.lane_of(node);
+        self.lanes[k].service(self.cx, self.sh, node);
+    }
+
+    fn power_on(&mut self, node: u32) {
+        let k = self.cx.lane_of(node);
+        self.lanes[k].power_on(self.cx, self.sh, node);
+        if !self.cx.broadcast() {
+            self.sync_node_links(node);
+        }
+    }
+
+    fn power_off(&mut self, node: u32) {
+        for p in self.lane(node).power_off(node) {
+            self.lane(p).link_down_one(p, node);
+            self.service(p);
+        }
+    }
+
+    /// Point-to-point: bring links in line with the neighbour sets (links up
+    /// to new neighbours, down to those out of range). A node whose link
+    /// table is full refuses; the pair then stays unlinked until the next
+    /// topology change.
+    fn sync_links(&mut self) {
+        if self.cx.broadcast() {
+            return;
+        }
+        for i in 0..self.cx.setup.sc.nodes {
+            self.sync_node_links(i);
+        }
+    }
+
+    fn sync_node_links(&mut self, node: u32) {
+        if self.cx.broadcast() {
+            return;
+        }
+        let want: Vec<u32> = if self.up(node) {
+            self.sh.world.adj[node as usize].iter().copied().filter(|&j| self.up(j)).collect()
+        } else {
+            Vec::new()
+        };
+        let have = self.lane(node).cell(node).links.clone();
+        for &p in &have {
+            if want.binary_search(&p).is_err() {
+                self.lane(node).link_down_one(node, p);
+                self.lane(p).link_down_one(p, node);
+                self.service(p);
+            }
+        }
+        for &p in &want {
+            if self.lane(node).cell(node).links.binary_search(&p).is_ok() {
+                continue;
+            }
+            let cx = self.cx;
+            let a = self.lane(node).link_up_one(cx, node, p);
+            let b = a && self.lane(p).link_up_one(cx, p, node);
+            if a && b {
+                self.lane(node).add_link(node, p);
+                self.lane(p).add_link(p, node);
+                self.service(p);
+            } else if a {
+                self.lane(node).router_link_down(node, p);
+            }
+        }
+        self.service(node);
     }
 
     /// Whether `b` can be reached from `a` now (nodes on, in range, no wall).
     fn connected(&mut self, a: u32, b: u32) -> bool {
-        self.stamp += 1;
-        let stamp = self.stamp;
+        self.co.stamp += 1;
+        let stamp = self.co.stamp;
         let mut queue = VecDeque::from([a]);
-        self.mark[a as usize] = stamp;
+        self.co.mark[a as usize] = stamp;
         while let Some(v) = queue.pop_front() {
             if v == b {
                 return true;
             }
-            for &w in &self.world.adj[v as usize] {
-                if self.mark[w as usize] != stamp && self.up[w as usize] {
-                    self.mark[w as usize] = stamp;
+            for &w in &self.sh.world.adj[v as usize] {
+                if self.co.mark[w as usize] != stamp && self.up(w) {
+                    self.co.mark[w as usize] = stamp;
                     queue.push_back(w);
                 }
             }
@@ -1298,35 +1782,38 @@ impl<'a> Sim<'a> {
     }
 
     fn send(&mut self, msg: u32) {
-        let m = self.setup.traffic[msg as usize];
-        self.msgs[msg as usize].cut = !self.connected(m.from, m.to);
-        let i = m.from as usize;
-        if !self.up[i] {
-            self.send_errors += 1;
+        let cx = self.cx;
+        let m = cx.setup.traffic[msg as usize];
+        self.co.msgs[msg as usize].cut = !self.connected(m.from, m.to);
+        if !self.up(m.from) {
+            self.co.send_errors += 1;
             return;
         }
-        let now = self.now_ms();
-        let unix = UNIX_START + self.now / 1_000_000;
-        let broadcast = self.broadcast();
-        match &mut self.nodes[i] {
+        let now = Instant::from_millis(self.co.now / 1000);
+        let unix = UNIX_START + self.co.now / 1_000_000;
+        let broadcast = cx.broadcast();
+        let k = cx.lane_of(m.from);
+        let Stage { co, sh, lanes, .. } = self;
+        let c = lanes[k].cell(m.from);
+        match &mut c.node {
             Node::End(ep) => {
-                let Some(to) = self.keys[m.to as usize] else {
-                    self.send_errors += 1;
+                let Some(to) = co.keys[m.to as usize] else {
+                    co.send_errors += 1;
                     return;
                 };
                 let mut text = format!("message {msg} ");
-                let want = self.setup.sc.traffic.text_len as usize;
+                let want = cx.setup.sc.traffic.text_len as usize;
                 while text.len() < want {
                     text.push('x');
                 }
                 text.truncate(want);
-                match ep.send(now, &mut self.rngs[i], unix, &to, &text) {
+                match ep.send(now, &mut c.rng, unix, &to, &text) {
                     Ok(id) => {
-                        self.ids.insert(id.0, msg);
-                        self.msgs[msg as usize].sent = true;
-                        self.sent += 1;
+                        sh.ids.insert(id.0, msg);
+                        co.msgs[msg as usize].sent = true;
+                        co.sent += 1;
                     }
-                    Err(_) => self.send_errors += 1,
+                    Err(_) => co.send_errors += 1,
                 }
             }
             Node::Flood(f) => {
@@ -1334,28 +1821,36 @@ impl<'a> Sim<'a> {
                 if broadcast {
                     f.queue.push_back((msg, u32::MAX));
                 } else {
-                    for &p in &self.links[i] {
+                    for &p in &c.links {
                         f.queue.push_back((msg, p));
                     }
                 }
-                self.msgs[msg as usize].sent = true;
-                self.sent += 1;
+                co.msgs[msg as usize].sent = true;
+                co.sent += 1;
             }
-            Node::Relay(_) | Node::Adv(_) => self.send_errors += 1,
+            Node::Relay(_) | Node::Adv(_) => co.send_errors += 1,
         }
         self.service(m.from);
+    }
+
+    fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        for l in &self.lanes {
+            t.add(&l.tally);
+        }
+        t
     }
 
     // ----- metrics -------------------------------------------------------
 
     fn sample(&mut self) {
         let (mut held, mut held_max, mut seen, mut up) = (0u64, 0u32, 0u64, 0u32);
-        for (i, n) in self.nodes.iter().enumerate() {
-            if !self.up[i] {
+        for c in self.lanes.iter().flat_map(|l| l.cells.iter()) {
+            if !c.up {
                 continue;
             }
             up += 1;
-            let (h, s) = match n {
+            let (h, s) = match &c.node {
                 Node::Relay(r) => (r.held() as u32, r.seen_len() as u64),
                 Node::End(ep) => (ep.router.held() as u32, ep.router.seen_len() as u64),
                 Node::Flood(f) => (f.queue.len() as u32, u64::from(f.seen_count())),
@@ -1366,12 +1861,13 @@ impl<'a> Sim<'a> {
             seen += s;
         }
         let live = f64::from(up.max(1));
-        self.timeline.push(Sample {
-            t: self.now / 1_000_000,
-            sent: self.sent,
-            delivered: self.delivered,
-            acked: self.acked,
-            tx: self.tx.total,
+        let t = self.tally();
+        self.co.timeline.push(Sample {
+            t: self.co.now / 1_000_000,
+            sent: self.co.sent,
+            delivered: t.delivered,
+            acked: t.acked,
+            tx: t.tx.total,
             held_mean: round4(held as f64 / live),
             held_max,
             seen_mean: round4(seen as f64 / live),
@@ -1379,22 +1875,35 @@ impl<'a> Sim<'a> {
         });
     }
 
-    fn finish(self) -> (RunReport, Prof) {
-        let prof = self.prof;
-        (self.report(), prof)
-    }
-
-    fn report(self) -> RunReport {
-        let mut lat: Vec<u64> = self
-            .msgs
-            .iter()
-            .zip(&self.setup.traffic)
-            .filter_map(|(s, m)| s.delivered.map(|d| d.saturating_sub(m.at) / 1000))
-            .collect();
+    fn report(self) -> (RunReport, Prof) {
+        let cx = self.cx;
+        let traffic = &cx.setup.traffic;
+        // Every message's state: sent and cut from the coordinator, the rest
+        // from the lanes (one node delivers, one node is acked).
+        let mut msgs = std::mem::take(&mut self.co.msgs);
+        let mut prof = Prof { lanes: self.lanes.len(), ..Prof::default() };
+        for l in &self.lanes {
+            for (s, o) in msgs.iter_mut().zip(&l.msgs) {
+                s.delivered = match (s.delivered, o.delivered) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                s.acked = match (s.acked, o.acked) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                s.shown += o.shown;
+            }
+            prof.handle_frame += l.prof.handle_frame;
+            prof.handle_timeout += l.prof.handle_timeout;
+        }
+        let tally = self.tally();
+        let mut lat: Vec<u64> =
+            msgs.iter().zip(traffic).filter_map(|(s, m)| s.delivered.map(|d| d.saturating_sub(m.at) / 1000)).collect();
         lat.sort_unstable();
         let mut totals = RouterTotals::default();
-        for n in &self.nodes {
-            let s = match n {
+        for c in self.lanes.iter().flat_map(|l| l.cells.iter()) {
+            let s = match &c.node {
                 Node::Relay(r) => r.stats(),
                 Node::End(ep) => ep.router.stats(),
                 Node::Flood(_) | Node::Adv(_) => continue,
@@ -1409,7 +1918,7 @@ impl<'a> Sim<'a> {
             totals.receipts_refused += s.receipts_refused;
         }
         let (mut sent_contact, mut sent_first) = (0, 0);
-        for (s, m) in self.msgs.iter().zip(&self.setup.traffic) {
+        for (s, m) in msgs.iter().zip(traffic) {
             if s.sent {
                 if m.contact {
                     sent_contact += 1;
@@ -1418,49 +1927,49 @@ impl<'a> Sim<'a> {
                 }
             }
         }
-        let messages = self.setup.traffic.len() as u32;
+        let messages = traffic.len() as u32;
         let ms = |t: Option<u64>, at: u64| t.map_or(-1, |t| (t.saturating_sub(at) / 1000) as i64);
-        let outcomes = self
-            .msgs
+        let outcomes = msgs
             .iter()
-            .zip(&self.setup.traffic)
+            .zip(traffic)
             .map(|(s, m)| {
                 [i64::from(m.from), i64::from(m.to), i64::from(m.contact), ms(s.delivered, m.at), ms(s.acked, m.at)]
             })
             .collect();
-        let cut = self.msgs.iter().filter(|s| s.cut).count() as u32;
-        let cut_delivered = self.msgs.iter().filter(|s| s.cut && s.delivered.is_some()).count() as u32;
-        RunReport {
+        let cut = msgs.iter().filter(|s| s.cut).count() as u32;
+        let cut_delivered = msgs.iter().filter(|s| s.cut && s.delivered.is_some()).count() as u32;
+        let report = RunReport {
             outcomes,
             disconnected_at_send: cut,
             delivered_disconnected: cut_delivered,
-            mode: match self.mode {
+            mode: match cx.mode {
                 Mode::Router => "router".to_owned(),
                 Mode::Flood => "flood".to_owned(),
                 Mode::Counter { k, .. } => format!("count-{k}"),
             },
             messages,
-            sent: self.sent,
+            sent: self.co.sent,
             sent_contact,
             sent_first,
-            delivered: self.delivered,
-            delivery_ratio: round4(f64::from(self.delivered) / f64::from(messages.max(1))),
-            acked: self.acked,
-            duplicate_deliveries: self.msgs.iter().map(|s| s.shown.saturating_sub(1)).sum(),
-            send_errors: self.send_errors,
+            delivered: tally.delivered,
+            delivery_ratio: round4(f64::from(tally.delivered) / f64::from(messages.max(1))),
+            acked: tally.acked,
+            duplicate_deliveries: msgs.iter().map(|s| s.shown.saturating_sub(1)).sum(),
+            send_errors: self.co.send_errors,
             latency_p50_ms: percentile(&lat, 50.0),
             latency_p90_ms: percentile(&lat, 90.0),
             latency_p99_ms: percentile(&lat, 99.0),
             latency_ms: lat,
-            tx: self.tx,
-            adversary_tx: self.adv_tx,
-            tx_per_delivered: round4(self.tx.total as f64 / f64::from(self.delivered.max(1))),
-            tx_lost: self.tx_lost,
-            frame_events: self.frame_events,
-            timer_events: self.timer_events,
+            tx: tally.tx,
+            adversary_tx: tally.adv_tx,
+            tx_per_delivered: round4(tally.tx.total as f64 / f64::from(tally.delivered.max(1))),
+            tx_lost: tally.tx_lost,
+            frame_events: tally.frame_events,
+            timer_events: tally.timer_events,
             router: totals,
-            timeline: self.timeline,
-        }
+            timeline: std::mem::take(&mut self.co.timeline),
+        };
+        (report, prof)
     }
 }
 

@@ -24,19 +24,21 @@ use scenario::Scenario;
 const STACK: usize = 256 << 20;
 
 /// Run a scenario with a seed: the router, then (if the scenario asks) naive
-/// flooding. `progress` gets (phase, simulated second) now and then; phase 0
-/// is the router run, 1 the flooding run. Fails only if the simulation
-/// thread cannot be started.
+/// flooding, each split over `threads` threads (the metrics are the same
+/// for any number). `progress` gets (phase, simulated second) now and then;
+/// phase 0 is the router run, 1 the flooding run. Fails only if the
+/// simulation thread cannot be started.
 pub fn simulate(
     sc: &Scenario,
     seed: u64,
+    threads: usize,
     progress: &mut (dyn FnMut(u8, u64) + Send),
 ) -> std::io::Result<(Report, Perf)> {
     std::thread::scope(|s| {
         let h = std::thread::Builder::new()
             .name("ferry-sim".into())
             .stack_size(STACK)
-            .spawn_scoped(s, move || simulate_here(sc, seed, progress))?;
+            .spawn_scoped(s, move || simulate_here(sc, seed, threads, progress))?;
         match h.join() {
             Ok(r) => Ok(r),
             Err(p) => std::panic::resume_unwind(p),
@@ -44,19 +46,24 @@ pub fn simulate(
     })
 }
 
-fn simulate_here(sc: &Scenario, seed: u64, progress: &mut (dyn FnMut(u8, u64) + Send)) -> (Report, Perf) {
+fn simulate_here(
+    sc: &Scenario,
+    seed: u64,
+    threads: usize,
+    progress: &mut (dyn FnMut(u8, u64) + Send),
+) -> (Report, Perf) {
     let t0 = WallClock::now();
     let setup = Setup::new(sc, seed);
-    let sim = Sim::new(&setup, Mode::Router);
+    let sim = Sim::new(&setup, Mode::Router, threads);
     let setup_wall = t0.elapsed().as_secs_f64();
     let t1 = WallClock::now();
     let (router, prof) = sim.run(&mut |t| progress(0, t));
     let router_wall = t1.elapsed().as_secs_f64();
     let t2 = WallClock::now();
-    let flood = sc.baseline.then(|| Sim::new(&setup, Mode::Flood).run(&mut |t| progress(1, t)).0);
+    let flood = sc.baseline.then(|| Sim::new(&setup, Mode::Flood, threads).run(&mut |t| progress(1, t)).0);
     let counter = sc.baseline_counter.map(|k| {
         let mode = Mode::Counter { k, delay: sc.baseline_counter_delay_ms * 1000 };
-        Sim::new(&setup, mode).run(&mut |t| progress(2, t)).0
+        Sim::new(&setup, mode, threads).run(&mut |t| progress(2, t)).0
     });
     let flood_wall = t2.elapsed().as_secs_f64();
     let perf = Perf {
@@ -67,6 +74,7 @@ fn simulate_here(sc: &Scenario, seed: u64, progress: &mut (dyn FnMut(u8, u64) + 
         router_handle_frame_per_sec: router.frame_events as f64 / prof.handle_frame.as_secs_f64().max(1e-9),
         router_handle_timeout_secs: prof.handle_timeout.as_secs_f64(),
         setup_wall_secs: setup_wall,
+        threads: prof.lanes,
     };
     let report = Report {
         scenario: sc.name.clone(),

@@ -179,6 +179,8 @@ pub struct Perf {
     pub router_handle_timeout_secs: f64,
     /// Seconds to build the world (graph, identities).
     pub setup_wall_secs: f64,
+    /// Threads (lanes) each run was split into.
+    pub threads: usize,
 }
 
 /// `p`-th percentile of a sorted list.
@@ -280,12 +282,17 @@ impl Report {
         if let Some(p) = perf {
             let _ = writeln!(
                 s,
-                "wall time: setup {:.2} s, router {:.2} s ({:.0} frame events/s), flooding {:.2} s",
-                p.setup_wall_secs, p.router_wall_secs, p.router_frame_events_per_sec, p.flood_wall_secs
+                "wall time ({} thread{}): setup {:.2} s, router {:.2} s ({:.0} frame events/s), flooding {:.2} s",
+                p.threads,
+                if p.threads == 1 { "" } else { "s" },
+                p.setup_wall_secs,
+                p.router_wall_secs,
+                p.router_frame_events_per_sec,
+                p.flood_wall_secs
             );
             let _ = writeln!(
                 s,
-                "inside the router: handle_frame {:.2} s ({:.0} frame events/s), handle_timeout {:.2} s",
+                "inside the router (CPU time, all threads): handle_frame {:.2} s ({:.0} frame events/s), handle_timeout {:.2} s",
                 p.router_handle_frame_secs, p.router_handle_frame_per_sec, p.router_handle_timeout_secs
             );
         }
