@@ -534,8 +534,8 @@ impl Adv {
 enum Node {
     Relay(Box<dyn SimRelay>),
     End(Box<SimEndpoint>),
-    Flood(FloodNode),
-    Adv(Adv),
+    Flood(Box<FloodNode>),
+    Adv(Box<Adv>),
 }
 
 /// An event of one node (or, `Arrive`, of the nodes in range of one). A
@@ -580,18 +580,24 @@ enum Global {
 
 /// A node event in a lane's queue. The order is (time, the node that
 /// scheduled it, that node's count of scheduled events): a total order that
-/// does not depend on how nodes are split into lanes.
+/// does not depend on how nodes are split into lanes. The last two share
+/// `tie` (node << 32 | count: no node schedules 2^32 events in a run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     at: u64,
-    src: u32,
-    seq: u64,
+    tie: u64,
     ev: Ev,
+}
+
+impl Entry {
+    fn new(at: u64, src: u32, seq: u32, ev: Ev) -> Entry {
+        Entry { at, tie: (u64::from(src) << 32) | u64::from(seq), ev }
+    }
 }
 
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.src, self.seq).cmp(&(other.at, other.src, other.seq))
+        (self.at, self.tie).cmp(&(other.at, other.tie))
     }
 }
 impl PartialOrd for Entry {
@@ -634,9 +640,10 @@ struct Cell {
     epoch: u32,
     timer_at: u64,
     /// Events this node has scheduled: the tie-break of equal times.
-    seq: u64,
-    /// The node's random stream, handed to its router and endpoint.
-    rng: StdRng,
+    seq: u32,
+    /// The node's random stream, handed to its router and endpoint (boxed:
+    /// cells are read on every event and should stay small).
+    rng: Box<StdRng>,
     /// The link model's draws at this node (loss of the frames it hears, a
     /// counter baseline's delays): SplitMix64 state.
     coin: u64,
@@ -813,10 +820,12 @@ impl<'a> Sim<'a> {
             });
             let node = match (mode, secret, hostile) {
                 (Mode::Flood | Mode::Counter { .. }, _, Some(_)) => {
-                    Node::Flood(FloodNode { silent: true, ..FloodNode::new(0) })
+                    Node::Flood(Box::new(FloodNode { silent: true, ..FloodNode::new(0) }))
                 }
-                (Mode::Router, _, Some(a)) => Node::Adv(a),
-                (Mode::Flood | Mode::Counter { .. }, _, None) => Node::Flood(FloodNode::new(setup.traffic.len())),
+                (Mode::Router, _, Some(a)) => Node::Adv(Box::new(a)),
+                (Mode::Flood | Mode::Counter { .. }, _, None) => {
+                    Node::Flood(Box::new(FloodNode::new(setup.traffic.len())))
+                }
                 (Mode::Router, None, None) => Node::Relay(new_relay(sc.relay, config)),
                 (Mode::Router, Some(s), None) => {
                     let id = Identity::from_secret_bytes(*s);
@@ -861,7 +870,7 @@ impl<'a> Sim<'a> {
             epoch: 0,
             timer_at: NONE,
             seq: 0,
-            rng: rng_for(setup.seed, S_NODE + (1 << 31) + i as u64),
+            rng: Box::new(rng_for(setup.seed, S_NODE + (1 << 31) + i as u64)),
             coin: mix(setup.seed, (S_LOSS << 32) | i as u64),
             links: Vec::new(),
         });
@@ -1094,16 +1103,16 @@ impl Lane {
         node >= self.base && node - self.base < self.cells.len() as u32
     }
 
-    fn next_seq(&mut self, src: u32) -> u64 {
+    fn next_seq(&mut self, src: u32) -> u32 {
         let c = self.cell(src);
-        c.seq += 1;
+        c.seq = c.seq.wrapping_add(1);
         c.seq
     }
 
     /// Schedule `ev` for `src`, one of this lane's nodes.
     fn push(&mut self, src: u32, at: u64, ev: Ev) {
         let seq = self.next_seq(src);
-        self.heap.push(Reverse(Entry { at, src, seq, ev }));
+        self.heap.push(Reverse(Entry::new(at, src, seq, ev)));
     }
 
     fn now_ms(&self) -> Instant {
@@ -1231,7 +1240,7 @@ impl Lane {
         if let Node::Flood(f) = &mut c.node
             && c.epoch > 0
         {
-            *f = FloodNode::new(cx.setup.traffic.len());
+            **f = FloodNode::new(cx.setup.traffic.len());
         }
         c.up = true;
         c.busy = false;
@@ -1438,12 +1447,8 @@ impl Lane {
         let frames_u16 = u16::try_from(frames).unwrap_or(u16::MAX);
         let wire_len = if mode.floods() { frames_u16 } else { len as u16 };
         let seq = self.next_seq(node);
-        let entry = Entry {
-            at: now + ser + m.latency_ms * 1000,
-            src: node,
-            seq,
-            ev: Ev::Arrive { from: node, to, len: wire_len, data },
-        };
+        let arrive = Ev::Arrive { from: node, to, len: wire_len, data };
+        let entry = Entry::new(now + ser + m.latency_ms * 1000, node, seq, arrive);
         let here = to == u32::MAX || self.owns(to);
         let there = (to == u32::MAX && cx.lanes > 1) || !here;
         if there {
@@ -1552,9 +1557,9 @@ impl Lane {
                         if let (Mode::Counter { delay, .. }, true) = (mode, to == u32::MAX) {
                             f.copies.insert(data, 1);
                             let wait = c.coin() % (delay + 1);
-                            c.seq += 1;
+                            c.seq = c.seq.wrapping_add(1);
                             let ev = Ev::Rebroadcast { node: r, msg: data, epoch: c.epoch };
-                            heap.push(Reverse(Entry { at: self.now + wait, src: r, seq: c.seq, ev }));
+                            heap.push(Reverse(Entry::new(self.now + wait, r, c.seq, ev)));
                         } else if to == u32::MAX {
                             f.queue.push_back((data, u32::MAX));
                         } else {
