@@ -62,12 +62,12 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     assert_ne!(a, c, "a different seed gave the same metrics");
 }
 
-/// The parallel engine: every lane count gives the same bytes, on a lossy
+/// The parallel engine: two lanes give the same bytes as one, on a lossy
 /// broadcast medium with adversaries, and on point-to-point links with
 /// churn, walkers and a partition (where one node's power cycle and every
 /// topology change reach nodes of other lanes).
 #[test]
-fn any_number_of_threads_gives_the_same_bytes() {
+fn one_thread_and_two_give_the_same_bytes() {
     use ferry_tools::sim::scenario::{Adversary, AdversaryKind};
     let mut broadcast =
         scenario("[medium]\nkind = \"broadcast\"\nmtu = 255\nbandwidth_bps = 250000\nlatency_ms = 5\nloss = 0.05\n");
@@ -87,10 +87,8 @@ fn any_number_of_threads_gives_the_same_bytes() {
         let one = run_on(sc, 9, 1);
         assert!(one.router.delivered > 0 && one.router.frame_events > 0, "{name}: nothing happened");
         let one = metrics(&one);
-        for threads in [2, 3] {
-            let many = metrics(&run_on(sc, 9, threads));
-            assert!(one == many, "{name}: {threads} threads gave other metrics than one");
-        }
+        let two = metrics(&run_on(sc, 9, 2));
+        assert!(one == two, "{name}: two threads gave other metrics than one");
     }
 }
 

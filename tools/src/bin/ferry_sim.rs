@@ -45,8 +45,8 @@ enum Cmd {
         /// Directory for metrics.json and perf.json.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Threads (lanes) for each run; the metrics are the same for any
-        /// number. Default: the machine's cores.
+        /// Threads for the router run: 1 or 2 (more count as 2); the
+        /// metrics are the same. Default: the machine's cores.
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -65,8 +65,8 @@ enum Cmd {
         /// Directory for one subdirectory per seed and sweep.csv.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Threads (lanes) for each run (the runs of a sweep go one after
-        /// the other). Default: the machine's cores.
+        /// Threads for each router run: 1 or 2 (more count as 2; the runs
+        /// of a sweep go one after the other). Default: the machine's cores.
         #[arg(long)]
         threads: Option<usize>,
     },

@@ -15,17 +15,18 @@
 //! coordinator, and nothing iterates a hash map. The same scenario and seed
 //! give the same metrics, byte for byte.
 //!
-//! Threads: nodes are split into lanes (contiguous ranges of node numbers,
-//! which are spatially random), one thread each. The run is a conservative
-//! parallel discrete-event simulation: a node can only affect another node
-//! through a datagram, which takes at least the medium's latency plus 1 µs,
-//! so every lane may run all of its events up to that far past the
-//! earliest pending event without waiting for the others. Datagrams for
-//! other lanes wait in an outbox until the window ends. World events
-//! (sends, churn, walls, mobility, samples) run between windows, with every
-//! lane stopped. Events are ordered by (time, the node that scheduled
-//! them, that node's count), a key that does not depend on the split, so the
-//! metrics are the same for any number of threads (a test checks it).
+//! Threads: nodes are split into two lanes (contiguous ranges of node
+//! numbers, which are spatially random), one thread each. The run is a
+//! conservative parallel discrete-event simulation: a node can only affect
+//! another node through a datagram, which takes at least the medium's
+//! latency plus 1 µs (the lookahead). Each lane publishes a lower bound on
+//! the time of everything it will still do, and runs an event as soon as
+//! it is earlier than the other lane's bound plus the lookahead; datagrams
+//! for the other lane go to its mailbox. World events (sends, churn, walls,
+//! mobility, samples) run between epochs, with both lanes stopped. Events
+//! are ordered by (time, the node that scheduled them, that node's count),
+//! a key that does not depend on the split, so one thread and two give the
+//! same metrics, byte for byte (a test checks it).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -567,7 +568,7 @@ enum Ev {
 }
 
 /// An event of the whole world. The coordinator runs these between
-/// windows, with every lane stopped, before any node event of the same
+/// epochs, with every lane stopped, before any node event of the same
 /// microsecond.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Global {
@@ -693,17 +694,65 @@ impl Tally {
     }
 }
 
-/// A datagram for another lane, with its bytes in the lane's `out_bytes`.
+/// A datagram from another lane, with its bytes in the mailbox's `bytes`.
 #[derive(Clone, Copy, Debug)]
 struct Out {
     entry: Entry,
-    /// The lane it is for (`u32::MAX`: every other lane).
-    lane: u32,
     start: u32,
     len: u32,
 }
 
-/// What every lane reads and nobody writes during a window.
+/// Datagrams another lane sent a lane, not yet in its queue.
+#[derive(Debug)]
+struct Mail {
+    outs: Vec<Out>,
+    bytes: Vec<u8>,
+    /// The earliest arrival among them.
+    min: u64,
+}
+
+impl Mail {
+    fn new() -> Mail {
+        Mail { outs: Vec::new(), bytes: Vec::new(), min: NONE }
+    }
+}
+
+/// What a lane tells the other: how far it is, and its mailbox.
+#[derive(Debug)]
+struct Port {
+    /// A lower bound on the time of every event the lane will still run,
+    /// mail aside (its next event, or the one it is running).
+    clock: AtomicU64,
+    /// `mail.min`, readable without the lock.
+    mail_min: AtomicU64,
+    mail: Mutex<Mail>,
+}
+
+impl Port {
+    fn new() -> Port {
+        Port { clock: AtomicU64::new(0), mail_min: AtomicU64::new(NONE), mail: Mutex::new(Mail::new()) }
+    }
+
+    /// Nothing will happen in this lane before this time. Mail first: a
+    /// lane taking its mail lowers its clock before it clears `mail_min`.
+    fn bound(&self) -> u64 {
+        let mail = self.mail_min.load(Ordering::Acquire);
+        mail.min(self.clock.load(Ordering::Acquire))
+    }
+
+    fn post(&self, entry: Entry, bytes: &[u8]) {
+        let mut m = self.mail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let start = m.bytes.len() as u32;
+        m.bytes.extend_from_slice(bytes);
+        m.outs.push(Out { entry, start, len: bytes.len() as u32 });
+        if entry.at < m.min {
+            m.min = entry.at;
+            self.mail_min.store(entry.at, Ordering::Release);
+        }
+    }
+}
+
+/// What every lane reads and nobody writes during an epoch.
 #[derive(Debug)]
 struct Ctx<'a> {
     setup: &'a Setup,
@@ -711,12 +760,12 @@ struct Ctx<'a> {
     caps: LinkCaps,
     /// Nodes per lane (the last may have fewer).
     chunk: u32,
-    /// Lanes.
-    lanes: usize,
-    /// How far ahead of the earliest pending event every lane may run: no
-    /// node can make anything happen at another node sooner (the medium's
-    /// latency plus the shortest airtime, 1 µs).
+    /// How far past the other lane's bound a lane may run: no node can
+    /// make anything happen at another node sooner (the medium's latency
+    /// plus the shortest airtime, 1 µs).
     lookahead: u64,
+    /// One per lane.
+    ports: Vec<Port>,
 }
 
 impl Ctx<'_> {
@@ -728,8 +777,8 @@ impl Ctx<'_> {
     }
 }
 
-/// What lanes read during a window and the coordinator changes between
-/// windows.
+/// What lanes read during an epoch and the coordinator changes between
+/// epochs.
 #[derive(Debug)]
 struct Shared {
     world: World,
@@ -762,10 +811,9 @@ impl Coord {
     }
 }
 
-/// A contiguous range of nodes, their event queue and counters. During a
-/// window each lane runs on its own thread; a node's state is only ever
-/// touched by its lane, and a lane's datagrams for other lanes wait in its
-/// outbox until the window ends.
+/// A contiguous range of nodes, their event queue and counters. Each lane
+/// runs on its own thread; a node's state is only ever touched by its lane,
+/// and a datagram for the other lane goes to that lane's mailbox.
 #[derive(Debug)]
 struct Lane {
     base: u32,
@@ -775,8 +823,15 @@ struct Lane {
     slab: Vec<Vec<u8>>,
     free: Vec<u32>,
     buf: Vec<u8>,
-    outbox: Vec<Out>,
-    out_bytes: Vec<u8>,
+    /// This lane's number (its port).
+    k: usize,
+    /// Events before this time may run (the other lane's bound plus the
+    /// lookahead, lowered by every datagram this lane posts).
+    limit: u64,
+    /// The clock last published on the port.
+    published: u64,
+    /// The mailbox swapped in when mail is taken.
+    spare: Mail,
     /// Deliveries and receipts seen by this lane's nodes.
     msgs: Vec<MsgState>,
     tally: Tally,
@@ -859,8 +914,8 @@ impl<'a> Sim<'a> {
         // With no latency the lookahead is a microsecond: lanes would stop
         // after every event. The baselines' events are too cheap to share
         // (the handshake costs more than it saves). One lane then; the
-        // metrics are the same.
-        let threads = if sc.medium.latency_ms == 0 || mode.floods() { 1 } else { threads.clamp(1, n.max(1)) };
+        // metrics are the same. At most two: see `Lane::run_epoch`.
+        let threads = if sc.medium.latency_ms == 0 || mode.floods() { 1 } else { threads.clamp(1, n.clamp(1, 2)) };
         let chunk = n.div_ceil(threads).max(1) as u32;
         let mut lanes = Vec::with_capacity(threads);
         let mut cells = nodes.into_iter().enumerate().map(|(i, node)| Cell {
@@ -884,15 +939,24 @@ impl<'a> Sim<'a> {
                 slab: Vec::new(),
                 free: Vec::new(),
                 buf: vec![0; MAX_FRAME_LEN],
-                outbox: Vec::new(),
-                out_bytes: Vec::new(),
+                k,
+                limit: 0,
+                published: 0,
+                spare: Mail::new(),
                 msgs: vec![MsgState::default(); setup.traffic.len()],
                 tally: Tally::default(),
                 prof: Prof::default(),
             }));
         }
         Sim {
-            cx: Ctx { setup, mode, caps, chunk, lanes: threads, lookahead: sc.medium.latency_ms * 1000 + 1 },
+            cx: Ctx {
+                setup,
+                mode,
+                caps,
+                chunk,
+                lookahead: sc.medium.latency_ms * 1000 + 1,
+                ports: (0..threads).map(|_| Port::new()).collect(),
+            },
             shared: RwLock::new(Shared {
                 world: World {
                     side: setup.world.side,
@@ -924,12 +988,10 @@ impl<'a> Sim<'a> {
     /// Run to the end of the scenario, calling `progress` with the simulated
     /// second now and then.
     ///
-    /// Conservative parallel simulation: the coordinator finds the earliest
-    /// pending event `t`; if it is a global one it runs it alone, else every
-    /// lane runs its own events in [t, t + lookahead) on its own thread. No
-    /// event of a window can cause an event in another lane within the same
-    /// window, and every queue orders its events by a key that does not
-    /// depend on the split, so any number of lanes gives the same run.
+    /// Conservative parallel simulation in epochs: an epoch runs every node
+    /// event before the next world event (a send, churn, a sample...),
+    /// each lane on its own thread as far as the other allows (see
+    /// [`Lane::run_epoch`]); then the world events of that time run alone.
     pub fn run(self, progress: &mut dyn FnMut(u64)) -> (RunReport, Prof) {
         let Sim { cx, shared, lanes, mut co } = self;
         let end = cx.setup.sc.duration_secs * 1_000_000;
@@ -939,6 +1001,7 @@ impl<'a> Sim<'a> {
             let mut st =
                 Stage { cx: &cx, co: &mut co, sh: &mut sh, lanes: guards.iter_mut().map(|g| &mut **g).collect() };
             st.start();
+            st.ready();
         }
         let ctl = Ctl::new(lanes.len());
         std::thread::scope(|s| {
@@ -949,49 +1012,30 @@ impl<'a> Sim<'a> {
                     .name(format!("ferry-sim-lane-{k}"))
                     .stack_size(super::STACK)
                     .spawn_scoped(s, move || worker(k, cx, ctl, shared, lane));
-                // A lane without a thread runs on this one: same results.
+                // A lane without a thread takes turns on this one: same
+                // results.
                 workers.push(h.ok());
             }
             let _stop = StopOnDrop(&ctl);
-            let mut last_progress = 0;
             loop {
-                let window_end = {
-                    let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let mut guards: Vec<MutexGuard<'_, Lane>> = lanes.iter().map(lock).collect();
-                    let mut st = Stage {
-                        cx: &cx,
-                        co: &mut co,
-                        sh: &mut sh,
-                        lanes: guards.iter_mut().map(|g| &mut **g).collect(),
-                    };
-                    st.merge();
-                    let head = st.lanes.iter().filter_map(|l| l.heap.peek().map(|e| e.0.at)).min().unwrap_or(u64::MAX);
-                    let global = st.co.globals.peek().map_or(u64::MAX, |g| g.0.0);
-                    let t = head.min(global);
-                    if t > end {
-                        break;
-                    }
-                    if t / 1_000_000 > last_progress {
-                        last_progress = t / 1_000_000;
-                        progress(last_progress);
-                    }
-                    if global <= head {
-                        if let Some(Reverse((at, _, g))) = st.co.globals.pop() {
-                            st.set_now(at);
-                            st.global(g);
-                        }
-                        continue;
-                    }
-                    let reach = if cx.lanes > 1 { t.saturating_add(cx.lookahead) } else { u64::MAX };
-                    reach.min(global).min(end + 1)
-                };
-                let go = ctl.start(window_end);
+                let barrier = co.globals.peek().map_or(u64::MAX, |g| g.0.0).min(end + 1);
+                let go = ctl.start(barrier);
                 {
                     let sh = shared.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    lock(&lanes[0]).run_window(&cx, &sh, window_end);
-                    for (w, lane) in workers.iter().zip(&lanes[1..]) {
-                        if w.is_none() {
-                            lock(lane).run_window(&cx, &sh, window_end);
+                    if workers.iter().all(Option::is_some) {
+                        lock(&lanes[0]).run_epoch(&cx, &sh, barrier, true, &ctl.stop);
+                    } else {
+                        // Turns: each lane runs until the other holds it
+                        // back; the one furthest behind always can run.
+                        let mut done = vec![false; lanes.len()];
+                        while done.iter().any(|d| !d) {
+                            for (k, lane) in lanes.iter().enumerate() {
+                                done[k] = if k == 0 || workers[k - 1].is_none() {
+                                    lock(lane).run_epoch(&cx, &sh, barrier, false, &ctl.stop)
+                                } else {
+                                    true
+                                };
+                            }
                         }
                     }
                 }
@@ -1000,6 +1044,22 @@ impl<'a> Sim<'a> {
                         ctl.wait_done(k + 1, go, h);
                     }
                 }
+                if barrier > end {
+                    break;
+                }
+                progress(barrier / 1_000_000);
+                let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut guards: Vec<MutexGuard<'_, Lane>> = lanes.iter().map(lock).collect();
+                let mut st =
+                    Stage { cx: &cx, co: &mut co, sh: &mut sh, lanes: guards.iter_mut().map(|g| &mut **g).collect() };
+                while let Some(&Reverse((at, _, g))) = st.co.globals.peek()
+                    && at == barrier
+                {
+                    st.co.globals.pop();
+                    st.set_now(at);
+                    st.global(g);
+                }
+                st.ready();
             }
         });
         let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1011,10 +1071,9 @@ impl<'a> Sim<'a> {
     }
 }
 
-/// The handshake between the coordinator and the lane threads: a window
-/// counter and end time, a done counter per lane, and a stop flag. Windows
-/// are short (a few hundred microseconds of work), so both sides spin
-/// briefly before yielding the core.
+/// The handshake between the coordinator and the lane threads: an epoch
+/// counter and barrier time, a done counter per lane, and a stop flag. Both
+/// sides spin briefly before yielding the core.
 #[derive(Debug)]
 struct Ctl {
     go: AtomicU64,
@@ -1033,7 +1092,7 @@ impl Ctl {
         }
     }
 
-    /// Open a window ending (exclusive) at `end`; its number.
+    /// Open an epoch ending (exclusive) at `end`; its number.
     fn start(&self, end: u64) -> u64 {
         self.end.store(end, Ordering::Relaxed);
         self.go.fetch_add(1, Ordering::Release) + 1
@@ -1061,7 +1120,7 @@ fn pause(spins: &mut u32) {
     }
 }
 
-/// Stops the lane threads however the coordinator leaves the scope.
+/// Stops the other lane threads however a thread leaves the scope.
 struct StopOnDrop<'c>(&'c Ctl);
 
 impl Drop for StopOnDrop<'_> {
@@ -1071,6 +1130,8 @@ impl Drop for StopOnDrop<'_> {
 }
 
 fn worker(k: usize, cx: &Ctx<'_>, ctl: &Ctl, shared: &RwLock<Shared>, lane: &Mutex<Lane>) {
+    // A panic here must not leave the coordinator waiting for this lane.
+    let _stop = StopOnDrop(ctl);
     let mut seen = 0;
     loop {
         let mut spins = 0u32;
@@ -1088,7 +1149,7 @@ fn worker(k: usize, cx: &Ctx<'_>, ctl: &Ctl, shared: &RwLock<Shared>, lane: &Mut
         let end = ctl.end.load(Ordering::Relaxed);
         {
             let sh = shared.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            lock(lane).run_window(cx, &sh, end);
+            lock(lane).run_epoch(cx, &sh, end, true, &ctl.stop);
         }
         ctl.done[k].store(go, Ordering::Release);
     }
@@ -1119,17 +1180,99 @@ impl Lane {
         Instant::from_millis(self.now / 1000)
     }
 
-    /// Run every event before `end`.
-    fn run_window(&mut self, cx: &Ctx<'_>, sh: &Shared, end: u64) {
-        while let Some(Reverse(e)) = self.heap.peek() {
-            if e.at >= end {
-                break;
+    /// Run this lane's events before `barrier`, each as soon as the other
+    /// lane allows: an event may run if it is earlier than the other lane's
+    /// bound plus the lookahead (nothing that lane does can reach this one
+    /// sooner) and than any datagram this lane posted plus the lookahead
+    /// (an answer to it could). Returns true when the epoch is over: every
+    /// lane's bound is at or past the barrier. With `wait`, spins until
+    /// then; without, returns false as soon as it is held back.
+    ///
+    /// Two lanes at most: with three, lane A could read lane C's bound
+    /// before B posts to C and B's bound after, and miss the datagram in
+    /// transit.
+    fn run_epoch(&mut self, cx: &Ctx<'_>, sh: &Shared, barrier: u64, wait: bool, stop: &AtomicBool) -> bool {
+        let mut spins = 0u32;
+        loop {
+            self.take_mail(cx);
+            let head = self.heap.peek().map_or(NONE, |e| e.0.at);
+            if head < barrier && head < self.limit {
+                self.publish(cx, head);
+                if let Some(Reverse(e)) = self.heap.pop() {
+                    // A datagram that came too late would make a router's
+                    // clock go back: stop here rather than run on wrong.
+                    assert!(e.at >= self.now, "lane {}: event at {} µs after {} µs", self.k, e.at, self.now);
+                    self.now = e.at;
+                    self.dispatch(cx, sh, e);
+                }
+                spins = 0;
+                continue;
             }
-            let e = *e;
-            self.heap.pop();
-            self.now = e.at;
-            self.dispatch(cx, sh, e);
+            self.publish(cx, head);
+            if head >= barrier {
+                if cx.ports.iter().all(|p| p.bound() >= barrier) {
+                    return true;
+                }
+            } else {
+                let other = cx.ports.iter().enumerate().filter(|&(j, _)| j != self.k).map(|(_, p)| p.bound()).min();
+                self.limit = other.unwrap_or(NONE).saturating_add(cx.lookahead);
+                if head < self.limit {
+                    continue;
+                }
+            }
+            if !wait {
+                return false;
+            }
+            if stop.load(Ordering::Acquire) {
+                // The other lane died (its panic is reported by the scope).
+                panic!("simulation lane {}: the other lane stopped", self.k);
+            }
+            pause(&mut spins);
         }
+    }
+
+    /// Before an epoch, with every lane stopped: world events may have put
+    /// earlier events in the queue than the clock says, and the other
+    /// lane's, so publish the head and forget the limit.
+    fn ready(&mut self, cx: &Ctx<'_>) {
+        let head = self.heap.peek().map_or(NONE, |e| e.0.at);
+        self.published = head;
+        cx.ports[self.k].clock.store(head, Ordering::Release);
+        self.limit = 0;
+    }
+
+    /// Say on the port that nothing will happen here before `t`.
+    fn publish(&mut self, cx: &Ctx<'_>, t: u64) {
+        if t != self.published {
+            self.published = t;
+            cx.ports[self.k].clock.store(t, Ordering::Release);
+        }
+    }
+
+    /// Move the mail into the queue.
+    fn take_mail(&mut self, cx: &Ctx<'_>) {
+        let port = &cx.ports[self.k];
+        if port.mail_min.load(Ordering::Acquire) == NONE {
+            return;
+        }
+        {
+            let mut mail = port.mail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::swap(&mut *mail, &mut self.spare);
+            // The clock covers the mail before `mail_min` stops covering it.
+            let low = self.published.min(self.spare.min);
+            self.published = low;
+            port.clock.store(low, Ordering::Release);
+            port.mail_min.store(NONE, Ordering::Release);
+        }
+        let mut mail = std::mem::replace(&mut self.spare, Mail::new());
+        for o in &mail.outs {
+            let b = &mail.bytes[o.start as usize..(o.start + o.len) as usize];
+            self.accept(cx.mode, o.entry, b);
+        }
+        mail.outs.clear();
+        mail.bytes.clear();
+        mail.min = NONE;
+        self.spare = mail;
     }
 
     /// A datagram from another lane.
@@ -1450,15 +1593,13 @@ impl Lane {
         let arrive = Ev::Arrive { from: node, to, len: wire_len, data };
         let entry = Entry::new(now + ser + m.latency_ms * 1000, node, seq, arrive);
         let here = to == u32::MAX || self.owns(to);
-        let there = (to == u32::MAX && cx.lanes > 1) || !here;
-        if there {
-            let start = self.out_bytes.len() as u32;
-            if mode == Mode::Router {
-                self.out_bytes.extend_from_slice(&self.buf[..len]);
+        let bytes = if mode == Mode::Router { &self.buf[..len] } else { &[][..] };
+        for (d, port) in cx.ports.iter().enumerate() {
+            if d != self.k && (to == u32::MAX || cx.lane_of(to) == d) {
+                port.post(entry, bytes);
+                // The other lane may answer this as soon as it arrives.
+                self.limit = self.limit.min(entry.at.saturating_add(cx.lookahead));
             }
-            let lane = if to == u32::MAX { u32::MAX } else { cx.lane_of(to) as u32 };
-            let len = self.out_bytes.len() as u32 - start;
-            self.outbox.push(Out { entry, lane, start, len });
         }
         if here {
             let mut e = entry;
@@ -1580,7 +1721,7 @@ impl Lane {
     }
 }
 
-/// The coordinator between windows: every lane stopped, everything
+/// The coordinator between epochs: every lane stopped, everything
 /// writable.
 struct Stage<'s, 'a> {
     cx: &'s Ctx<'a>,
@@ -1607,24 +1748,10 @@ impl Stage<'_, '_> {
         }
     }
 
-    /// Hand every lane the datagrams other lanes sent it.
-    fn merge(&mut self) {
-        let mode = self.cx.mode;
-        for k in 0..self.lanes.len() {
-            let mut out = std::mem::take(&mut self.lanes[k].outbox);
-            let mut bytes = std::mem::take(&mut self.lanes[k].out_bytes);
-            for o in &out {
-                let b = &bytes[o.start as usize..(o.start + o.len) as usize];
-                for (d, lane) in self.lanes.iter_mut().enumerate() {
-                    if d != k && (o.lane == u32::MAX || o.lane as usize == d) {
-                        lane.accept(mode, o.entry, b);
-                    }
-                }
-            }
-            out.clear();
-            bytes.clear();
-            self.lanes[k].outbox = out;
-            self.lanes[k].out_bytes = bytes;
+    /// Every lane ready for the next epoch.
+    fn ready(&mut self) {
+        for l in &mut self.lanes {
+            l.ready(self.cx);
         }
     }
 

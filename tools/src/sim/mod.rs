@@ -24,10 +24,10 @@ use scenario::Scenario;
 const STACK: usize = 256 << 20;
 
 /// Run a scenario with a seed: the router, then (if the scenario asks) naive
-/// flooding, each split over `threads` threads (the metrics are the same
-/// for any number). `progress` gets (phase, simulated second) now and then;
-/// phase 0 is the router run, 1 the flooding run. Fails only if the
-/// simulation thread cannot be started.
+/// flooding. The router run uses up to two threads if `threads` allows
+/// (the metrics are the same); the baselines one. `progress` gets (phase,
+/// simulated second) now and then; phase 0 is the router run, 1 the
+/// flooding run. Fails only if the simulation thread cannot be started.
 pub fn simulate(
     sc: &Scenario,
     seed: u64,
