@@ -42,8 +42,10 @@ fn rate(criterion: &Path, id: &str) -> Option<f64> {
 }
 
 fn per_sec(r: f64) -> String {
-    if r >= 1e6 {
+    if r >= 1e7 {
         format!("{:.1} M/s", r / 1e6)
+    } else if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
     } else if r >= 1e4 {
         format!("{:.0} k/s", r / 1e3)
     } else {
