@@ -845,6 +845,9 @@ pub struct Sim<'a> {
     shared: RwLock<Shared>,
     lanes: Vec<Mutex<Lane>>,
     co: Coord,
+    /// Run every lane on the calling thread, taking turns (what happens
+    /// when a lane thread cannot be started; tests use it).
+    one_thread: bool,
 }
 
 fn lock(m: &Mutex<Lane>) -> MutexGuard<'_, Lane> {
@@ -982,7 +985,16 @@ impl<'a> Sim<'a> {
                 mark: vec![0; n],
                 stamp: 0,
             },
+            one_thread: false,
         }
+    }
+
+    /// Run the lanes on the calling thread, taking turns: the same results,
+    /// no parallelism. For tests of the turn-taking fallback.
+    #[doc(hidden)]
+    pub fn on_one_thread(mut self) -> Self {
+        self.one_thread = true;
+        self
     }
 
     /// Run to the end of the scenario, calling `progress` with the simulated
@@ -993,7 +1005,7 @@ impl<'a> Sim<'a> {
     /// each lane on its own thread as far as the other allows (see
     /// [`Lane::run_epoch`]); then the world events of that time run alone.
     pub fn run(self, progress: &mut dyn FnMut(u64)) -> (RunReport, Prof) {
-        let Sim { cx, shared, lanes, mut co } = self;
+        let Sim { cx, shared, lanes, mut co, one_thread } = self;
         let end = cx.setup.sc.duration_secs * 1_000_000;
         {
             let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1007,6 +1019,10 @@ impl<'a> Sim<'a> {
         std::thread::scope(|s| {
             let mut workers = Vec::new();
             for (k, lane) in lanes.iter().enumerate().skip(1) {
+                if one_thread {
+                    workers.push(None);
+                    continue;
+                }
                 let (cx, ctl, shared) = (&cx, &ctl, &shared);
                 let h = std::thread::Builder::new()
                     .name(format!("ferry-sim-lane-{k}"))
@@ -1127,6 +1143,21 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.stop.store(true, Ordering::Release);
     }
+}
+
+/// Copy a datagram's bytes into a free slot of the slab; the slot.
+fn store(slab: &mut Vec<Vec<u8>>, free: &mut Vec<u32>, bytes: &[u8]) -> u32 {
+    let slot = match free.pop() {
+        Some(s) => s,
+        None => {
+            slab.push(Vec::with_capacity(MAX_FRAME_LEN));
+            (slab.len() - 1) as u32
+        }
+    };
+    let v = &mut slab[slot as usize];
+    v.clear();
+    v.extend_from_slice(bytes);
+    slot
 }
 
 fn worker(k: usize, cx: &Ctx<'_>, ctl: &Ctl, shared: &RwLock<Shared>, lane: &Mutex<Lane>) {
@@ -1278,23 +1309,9 @@ impl Lane {
     /// A datagram from another lane.
     fn accept(&mut self, mode: Mode, mut e: Entry, bytes: &[u8]) {
         if let (Mode::Router, Ev::Arrive { data, .. }) = (mode, &mut e.ev) {
-            *data = self.store_bytes(bytes);
+            *data = store(&mut self.slab, &mut self.free, bytes);
         }
         self.heap.push(Reverse(e));
-    }
-
-    fn store_bytes(&mut self, bytes: &[u8]) -> u32 {
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.slab.push(Vec::with_capacity(MAX_FRAME_LEN));
-                (self.slab.len() - 1) as u32
-            }
-        };
-        let v = &mut self.slab[slot as usize];
-        v.clear();
-        v.extend_from_slice(bytes);
-        slot
     }
 
     fn dispatch(&mut self, cx: &Ctx<'_>, sh: &Shared, e: Entry) {
@@ -1604,18 +1621,7 @@ impl Lane {
         if here {
             let mut e = entry;
             if let (Mode::Router, Ev::Arrive { data, .. }) = (mode, &mut e.ev) {
-                let Lane { slab, free, buf, .. } = self;
-                let slot = match free.pop() {
-                    Some(s) => s,
-                    None => {
-                        slab.push(Vec::with_capacity(MAX_FRAME_LEN));
-                        (slab.len() - 1) as u32
-                    }
-                };
-                let v = &mut slab[slot as usize];
-                v.clear();
-                v.extend_from_slice(&buf[..len]);
-                *data = slot;
+                *data = store(&mut self.slab, &mut self.free, &self.buf[..len]);
             }
             self.heap.push(Reverse(e));
         }
@@ -2107,4 +2113,41 @@ impl Stage<'_, '_> {
 
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::scenario::Scenario;
+
+    /// The fallback when a lane thread cannot start: both lanes take turns
+    /// on one thread (deterministically), and must give one lane's bytes.
+    #[test]
+    fn lanes_taking_turns_on_one_thread_match_one_lane() {
+        let text = "name = \"turns\"\nnodes = 80\nduration_secs = 40\nsample_secs = 10\n\
+                    [graph]\nmean_degree = 8.0\nrange_m = 100.0\n\
+                    [medium]\nkind = \"broadcast\"\nmtu = 255\nbandwidth_bps = 250000\nlatency_ms = 5\nloss = 0.05\n\
+                    [traffic]\nmessages = 20\nendpoints = 16\ncontact_fraction = 0.8\nstart_secs = 2\nend_secs = 25\n\
+                    text_len = 40\nlifetime_secs = 600\npairs = \"connected\"\n";
+        let sc = match Scenario::from_toml(text) {
+            Ok(s) => s,
+            Err(e) => panic!("scenario refused: {e}"),
+        };
+        // Routers are built on the stack before they are boxed: give the
+        // run the simulator's stack.
+        let run = move || {
+            let setup = Setup::new(&sc, 5);
+            let one = Sim::new(&setup, Mode::Router, 1).run(&mut |_| {}).0;
+            let turns = Sim::new(&setup, Mode::Router, 2).on_one_thread().run(&mut |_| {}).0;
+            (one, turns)
+        };
+        let h = std::thread::Builder::new().stack_size(super::super::STACK).spawn(run);
+        let (one, turns) = match h.map(std::thread::JoinHandle::join) {
+            Ok(Ok(r)) => r,
+            Ok(Err(p)) => std::panic::resume_unwind(p),
+            Err(e) => panic!("no thread: {e}"),
+        };
+        assert!(one.delivered > 0 && one.frame_events > 0, "nothing happened");
+        assert!(one == turns, "two lanes taking turns gave other results than one lane");
+    }
 }
