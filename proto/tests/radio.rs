@@ -404,3 +404,94 @@ fn the_table_key_never_changes_under_live_entries() {
         assert_eq!(keyed.check_invariants(), Ok(()));
     }
 }
+
+/// What one node hears after it has a message: receipts (genuine or
+/// forged) at any level, more copies at any hop count, time passing.
+#[derive(Clone, Debug)]
+enum Heard {
+    Receipt { level: u8, forged: bool },
+    Copy { hops: u8 },
+    Wait { ms: u16 },
+}
+
+fn heard() -> impl proptest::strategy::Strategy<Value = Heard> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (any::<u8>(), proptest::bool::weighted(0.25)).prop_map(|(level, forged)| Heard::Receipt { level, forged }),
+        any::<u8>().prop_map(|hops| Heard::Copy { hops }),
+        (0u16..1_000).prop_map(|ms| Heard::Wait { ms }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever a node hears after it has a message (SPEC §5): it passes a
+    /// receipt on at most once, at its own level, and only after a genuine
+    /// receipt from below; the sender never passes one on and learns of the
+    /// delivery exactly once; forged receipts never drop the message.
+    #[test]
+    fn a_node_passes_a_receipt_on_at_most_once(
+        own: bool,
+        first in 1u8..=127,
+        steps in proptest::collection::vec(heard(), 1..40),
+    ) {
+        let mut air = Air::new(1, &[], Config::DEFAULT);
+        let (id, frame) = message(77, first);
+        let t = air.now;
+        if own {
+            proptest::prop_assert_eq!(air.nodes[0].submit(t, &frame), Ok(id));
+            air.flush(0);
+        } else {
+            let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+        }
+        air.run(t.saturating_add(Duration::from_millis(1_000)));
+        let base = air.log.len();
+        // (Under a minute in all: the tombstone outlives every step.)
+        let mut genuine_below = None;
+        let mut genuine = false;
+        for step in &steps {
+            let now = air.now;
+            match *step {
+                Heard::Receipt { level, forged } => {
+                    let secret = if forged { [9; wire::RECEIPT_SECRET_LEN] } else { SECRET };
+                    let mut buf = [0u8; RECEIPT_LEN];
+                    ReceiptRepr { level, lifetime_secs: 60, id, secret }.emit(&mut buf).expect("fits");
+                    let _ = air.nodes[0].handle_frame(now, RADIO, &buf);
+                    if !forged {
+                        genuine = true;
+                        if level < first && genuine_below.is_none() {
+                            genuine_below = Some(air.log.len());
+                        }
+                    }
+                }
+                Heard::Copy { hops } => {
+                    let (copy_id, copy) = message(77, hops);
+                    proptest::prop_assert_eq!(copy_id, id, "hops are not part of the id");
+                    let _ = air.nodes[0].handle_frame(now, RADIO, &copy);
+                }
+                Heard::Wait { ms } => air.now = now.saturating_add(Duration::from_millis(u64::from(ms))),
+            }
+            air.flush(0);
+            air.run(air.now.saturating_add(Duration::from_millis(200)));
+        }
+        let receipts: Vec<usize> = (base..air.log.len()).filter(|&i| air.log[i].2 == Kind::Receipt).collect();
+        if own {
+            proptest::prop_assert!(receipts.is_empty(), "the sender passed a receipt on");
+            let delivered = air.delivered.iter().filter(|d| **d == (0, id)).count();
+            proptest::prop_assert_eq!(delivered, usize::from(genuine), "Delivered events");
+        } else {
+            proptest::prop_assert!(receipts.len() <= 1, "passed on {} times", receipts.len());
+            if let Some(&i) = receipts.first() {
+                proptest::prop_assert_eq!(air.byte1[i], first, "sent on at another level than its own");
+                proptest::prop_assert!(
+                    genuine_below.is_some_and(|at| at <= i),
+                    "passed on before a genuine receipt from below"
+                );
+            }
+        }
+        if !genuine {
+            proptest::prop_assert!(air.nodes[0].holds(&id), "forged receipts dropped the message");
+        }
+    }
+}
