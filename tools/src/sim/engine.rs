@@ -845,9 +845,10 @@ pub struct Sim<'a> {
     shared: RwLock<Shared>,
     lanes: Vec<Mutex<Lane>>,
     co: Coord,
-    /// Run every lane on the calling thread, taking turns (what happens
-    /// when a lane thread cannot be started; tests use it).
-    one_thread: bool,
+    /// Run every lane on the calling thread, taking turns of 1 to this many
+    /// events (tests use it to interleave the lanes finely; when a lane
+    /// thread cannot be started, turns last until a lane is held back).
+    one_thread: Option<u32>,
 }
 
 fn lock(m: &Mutex<Lane>) -> MutexGuard<'_, Lane> {
@@ -985,15 +986,17 @@ impl<'a> Sim<'a> {
                 mark: vec![0; n],
                 stamp: 0,
             },
-            one_thread: false,
+            one_thread: None,
         }
     }
 
-    /// Run the lanes on the calling thread, taking turns: the same results,
-    /// no parallelism. For tests of the turn-taking fallback.
+    /// Run the lanes on the calling thread, taking turns of 1 to `turn`
+    /// events drawn from a fixed sequence: the same results, no
+    /// parallelism, and a deterministic interleaving as fine as threads
+    /// could make it. For tests.
     #[doc(hidden)]
-    pub fn on_one_thread(mut self) -> Self {
-        self.one_thread = true;
+    pub fn on_one_thread(mut self, turn: u32) -> Self {
+        self.one_thread = Some(turn.max(1));
         self
     }
 
@@ -1019,7 +1022,7 @@ impl<'a> Sim<'a> {
         std::thread::scope(|s| {
             let mut workers = Vec::new();
             for (k, lane) in lanes.iter().enumerate().skip(1) {
-                if one_thread {
+                if one_thread.is_some() {
                     workers.push(None);
                     continue;
                 }
@@ -1033,21 +1036,30 @@ impl<'a> Sim<'a> {
                 workers.push(h.ok());
             }
             let _stop = StopOnDrop(&ctl);
+            let turn_max = one_thread.unwrap_or(u32::MAX);
+            let mut draw = 0x2545_f491_4f6c_dd1d_u64;
             loop {
                 let barrier = co.globals.peek().map_or(u64::MAX, |g| g.0.0).min(end + 1);
                 let go = ctl.start(barrier);
                 {
                     let sh = shared.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                     if workers.iter().all(Option::is_some) {
-                        lock(&lanes[0]).run_epoch(&cx, &sh, barrier, true, &ctl.stop);
+                        lock(&lanes[0]).run_epoch(&cx, &sh, barrier, None, &ctl.stop);
                     } else {
                         // Turns: each lane runs until the other holds it
-                        // back; the one furthest behind always can run.
+                        // back or its turn is over; the one furthest behind
+                        // always can run.
                         let mut done = vec![false; lanes.len()];
                         while done.iter().any(|d| !d) {
                             for (k, lane) in lanes.iter().enumerate() {
                                 done[k] = if k == 0 || workers[k - 1].is_none() {
-                                    lock(lane).run_epoch(&cx, &sh, barrier, false, &ctl.stop)
+                                    draw = draw.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                                    let turn = if turn_max == u32::MAX {
+                                        u32::MAX
+                                    } else {
+                                        1 + (draw >> 33) as u32 % turn_max
+                                    };
+                                    lock(lane).run_epoch(&cx, &sh, barrier, Some(turn), &ctl.stop)
                                 } else {
                                     true
                                 };
@@ -1180,7 +1192,7 @@ fn worker(k: usize, cx: &Ctx<'_>, ctl: &Ctl, shared: &RwLock<Shared>, lane: &Mut
         let end = ctl.end.load(Ordering::Relaxed);
         {
             let sh = shared.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            lock(lane).run_epoch(cx, &sh, end, true, &ctl.stop);
+            lock(lane).run_epoch(cx, &sh, end, None, &ctl.stop);
         }
         ctl.done[k].store(go, Ordering::Release);
     }
@@ -1216,15 +1228,20 @@ impl Lane {
     /// bound plus the lookahead (nothing that lane does can reach this one
     /// sooner) and than any datagram this lane posted plus the lookahead
     /// (an answer to it could). Returns true when the epoch is over: every
-    /// lane's bound is at or past the barrier. With `wait`, spins until
-    /// then; without, returns false as soon as it is held back.
+    /// lane's bound is at or past the barrier. Without `turn`, spins until
+    /// then; with one, returns false as soon as it is held back or has run
+    /// that many events.
     ///
     /// Two lanes at most: with three, lane A could read lane C's bound
     /// before B posts to C and B's bound after, and miss the datagram in
     /// transit.
-    fn run_epoch(&mut self, cx: &Ctx<'_>, sh: &Shared, barrier: u64, wait: bool, stop: &AtomicBool) -> bool {
+    fn run_epoch(&mut self, cx: &Ctx<'_>, sh: &Shared, barrier: u64, turn: Option<u32>, stop: &AtomicBool) -> bool {
         let mut spins = 0u32;
+        let mut ran = 0u32;
         loop {
+            if turn.is_some_and(|n| ran >= n) {
+                return false;
+            }
             self.take_mail(cx);
             let head = self.heap.peek().map_or(NONE, |e| e.0.at);
             if head < barrier && head < self.limit {
@@ -1235,6 +1252,7 @@ impl Lane {
                     assert!(e.at >= self.now, "lane {}: event at {} µs after {} µs", self.k, e.at, self.now);
                     self.now = e.at;
                     self.dispatch(cx, sh, e);
+                    ran += 1;
                 }
                 spins = 0;
                 continue;
@@ -1251,7 +1269,7 @@ impl Lane {
                     continue;
                 }
             }
-            if !wait {
+            if turn.is_some() {
                 return false;
             }
             if stop.load(Ordering::Acquire) {
@@ -2120,8 +2138,9 @@ mod tests {
     use super::*;
     use crate::sim::scenario::Scenario;
 
-    /// The fallback when a lane thread cannot start: both lanes take turns
-    /// on one thread (deterministically), and must give one lane's bytes.
+    /// Both lanes taking turns on one thread, deterministically, in turns
+    /// of one event, a few, or until held back (the fallback when a lane
+    /// thread cannot start): each must give one lane's results.
     #[test]
     fn lanes_taking_turns_on_one_thread_match_one_lane() {
         let text = "name = \"turns\"\nnodes = 80\nduration_secs = 40\nsample_secs = 10\n\
@@ -2138,7 +2157,9 @@ mod tests {
         let run = move || {
             let setup = Setup::new(&sc, 5);
             let one = Sim::new(&setup, Mode::Router, 1).run(&mut |_| {}).0;
-            let turns = Sim::new(&setup, Mode::Router, 2).on_one_thread().run(&mut |_| {}).0;
+            let turns: Vec<RunReport> = [1, 3, 8, u32::MAX]
+                .map(|t| Sim::new(&setup, Mode::Router, 2).on_one_thread(t).run(&mut |_| {}).0)
+                .into();
             (one, turns)
         };
         let h = std::thread::Builder::new().stack_size(super::super::STACK).spawn(run);
@@ -2148,6 +2169,8 @@ mod tests {
             Err(e) => panic!("no thread: {e}"),
         };
         assert!(one.delivered > 0 && one.frame_events > 0, "nothing happened");
-        assert!(one == turns, "two lanes taking turns gave other results than one lane");
+        for (t, r) in [1, 3, 8, u32::MAX].iter().zip(&turns) {
+            assert!(&one == r, "two lanes taking turns of up to {t} events gave other results than one lane");
+        }
     }
 }
