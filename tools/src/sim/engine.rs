@@ -677,14 +677,7 @@ struct Tally {
 
 impl Tally {
     fn add(&mut self, o: &Tally) {
-        let (t, u) = (&mut self.tx, &o.tx);
-        t.message += u.message;
-        t.receipt += u.receipt;
-        t.summary += u.summary;
-        t.hello += u.hello;
-        t.segment += u.segment;
-        t.total += u.total;
-        t.bytes += u.bytes;
+        self.tx.add(&o.tx);
         self.adv_tx += o.adv_tx;
         self.tx_lost += o.tx_lost;
         self.frame_events += o.frame_events;
@@ -1010,14 +1003,10 @@ impl<'a> Sim<'a> {
     pub fn run(self, progress: &mut dyn FnMut(u64)) -> (RunReport, Prof) {
         let Sim { cx, shared, lanes, mut co, one_thread } = self;
         let end = cx.setup.sc.duration_secs * 1_000_000;
-        {
-            let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut guards: Vec<MutexGuard<'_, Lane>> = lanes.iter().map(lock).collect();
-            let mut st =
-                Stage { cx: &cx, co: &mut co, sh: &mut sh, lanes: guards.iter_mut().map(|g| &mut **g).collect() };
+        staged(&cx, &mut co, &shared, &lanes, |st| {
             st.start();
             st.ready();
-        }
+        });
         let ctl = Ctl::new(lanes.len());
         std::thread::scope(|s| {
             let mut workers = Vec::new();
@@ -1076,27 +1065,38 @@ impl<'a> Sim<'a> {
                     break;
                 }
                 progress(barrier / 1_000_000);
-                let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let mut guards: Vec<MutexGuard<'_, Lane>> = lanes.iter().map(lock).collect();
-                let mut st =
-                    Stage { cx: &cx, co: &mut co, sh: &mut sh, lanes: guards.iter_mut().map(|g| &mut **g).collect() };
-                while let Some(&Reverse((at, _, g))) = st.co.globals.peek()
-                    && at == barrier
-                {
-                    st.co.globals.pop();
-                    st.set_now(at);
-                    st.global(g);
-                }
-                st.ready();
+                staged(&cx, &mut co, &shared, &lanes, |st| {
+                    while let Some(&Reverse((at, _, g))) = st.co.globals.peek()
+                        && at == barrier
+                    {
+                        st.co.globals.pop();
+                        st.set_now(at);
+                        st.global(g);
+                    }
+                    st.ready();
+                });
             }
         });
-        let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut guards: Vec<MutexGuard<'_, Lane>> = lanes.iter().map(lock).collect();
-        let mut st = Stage { cx: &cx, co: &mut co, sh: &mut sh, lanes: guards.iter_mut().map(|g| &mut **g).collect() };
-        st.set_now(end);
-        st.sample();
-        st.report()
+        staged(&cx, &mut co, &shared, &lanes, |st| {
+            st.set_now(end);
+            st.sample();
+            st.report()
+        })
     }
+}
+
+/// Run `f` as the coordinator, every lane stopped and everything writable.
+fn staged<'a, R>(
+    cx: &Ctx<'a>,
+    co: &mut Coord,
+    shared: &RwLock<Shared>,
+    lanes: &[Mutex<Lane>],
+    f: impl FnOnce(&mut Stage<'_, 'a>) -> R,
+) -> R {
+    let mut sh = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guards: Vec<MutexGuard<'_, Lane>> = lanes.iter().map(lock).collect();
+    let mut st = Stage { cx, co, sh: &mut sh, lanes: guards.iter_mut().map(|g| &mut **g).collect() };
+    f(&mut st)
 }
 
 /// The handshake between the coordinator and the lane threads: an epoch
@@ -2031,7 +2031,7 @@ impl Stage<'_, '_> {
         });
     }
 
-    fn report(self) -> (RunReport, Prof) {
+    fn report(&mut self) -> (RunReport, Prof) {
         let cx = self.cx;
         let traffic = &cx.setup.traffic;
         // Every message's state: sent and cut from the coordinator, the rest

@@ -25,6 +25,19 @@ pub struct TxCounts {
     pub bytes: u64,
 }
 
+impl TxCounts {
+    /// Add another count (of another lane) to this one.
+    pub fn add(&mut self, o: &TxCounts) {
+        self.message += o.message;
+        self.receipt += o.receipt;
+        self.summary += o.summary;
+        self.hello += o.hello;
+        self.segment += o.segment;
+        self.total += o.total;
+        self.bytes += o.bytes;
+    }
+}
+
 /// One point of the time series.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Sample {
