@@ -2,18 +2,24 @@
 # Ferry: run every test. This is the one command CI runs (.ci/run -> ./test.sh).
 #
 # Steps (each announced with "==> ..."; the first failure stops the run):
-#   setup     scripts/setup.sh
+#   setup     scripts/setup.sh test (what it installs: README "Set-up")
 #   fmt       cargo fmt --check (workspace, plus proto/fuzz if present)
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   no_std    ferry-proto for thumbv7em-none-eabihf, every no_std feature set,
 #             with -Zbuild-std=core only (proves no std and no alloc)
-#   tests     cargo nextest run --workspace --lib --bins --tests; cargo test --doc
+#   tests     cargo nextest run --workspace --lib --bins --tests; cargo test --doc;
+#             then no process the tests started may still be running
 #   fuzz      every cargo-fuzz target of proto for FUZZ_SECONDS (default 20) each
+#
+# Full logs go to target/test-logs/ (tests.log, fuzz-<target>.log); the
+# terminal gets the test runner's output and one summary line per fuzz target.
 #
 # Under CI=true a step that cannot run for lack of a tool is a failure. Outside
 # CI it prints "SKIP: <reason>" and the run carries on.
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 CROSS_TARGET=thumbv7em-none-eabihf
@@ -48,6 +54,8 @@ run() {
     printf '    $ %s\n' "$*"
     "$@"
 }
+logs=target/test-logs
+mkdir -p "$logs"
 fuzz_work=""
 on_exit() {
     local rc=$?
@@ -60,7 +68,7 @@ trap on_exit EXIT
 
 # ---------------------------------------------------------------------------
 step "setup"
-scripts/setup.sh
+scripts/setup.sh test
 
 # ---------------------------------------------------------------------------
 step "fmt"
@@ -84,7 +92,7 @@ fi
 
 # ---------------------------------------------------------------------------
 step "no_std: ferry-proto for $CROSS_TARGET"
-# The Debian route (FIRMWARE-TOOLCHAIN.md): Debian's rustc 1.96 with its
+# The Debian route (docs/firmware-toolchain.md): Debian's rustc 1.96 with its
 # library sources (rust-web-src) builds `core` for the target itself.
 #
 # We build with -Zbuild-std=core ONLY, not core,alloc, and on purpose: the
@@ -118,13 +126,22 @@ fi
 
 # ---------------------------------------------------------------------------
 step "tests"
+# "pid binary" of every process running a binary from this workspace's target/debug.
+workspace_procs() {
+    local dir p exe
+    dir="$(mkdir -p "${CARGO_TARGET_DIR:-target}/debug" && cd "${CARGO_TARGET_DIR:-target}/debug" && pwd -P)"
+    for p in /proc/[0-9]*; do
+        exe="$(readlink "$p/exe" 2>/dev/null || true)"
+        case "$exe" in "$dir"/*) echo "${p#/proc/} $exe" ;; esac
+    done
+}
+before_tests=()
+while read -r pid _; do before_tests+=("$pid"); done < <(workspace_procs)
 if cargo nextest --version >/dev/null 2>&1; then
     # Benchmarks are compiled by clippy above and run by `cargo bench`, not here.
     # The summary line is kept for the closing "N passed, N failed" line.
-    tests_log="$(mktemp)"
-    run cargo nextest run --workspace --lib --bins --tests 2>&1 | tee "$tests_log"
-    tests_summary="$(grep -E '^ *Summary .* tests run:' "$tests_log" | tail -n 1 || true)"
-    rm -f "$tests_log"
+    run cargo nextest run --workspace --lib --bins --tests 2>&1 | tee "$logs/tests.log"
+    tests_summary="$(grep -E '^ *Summary .* tests run:' "$logs/tests.log" | tail -n 1 || true)"
 else
     skip "cargo-nextest is not installed"
     echo "    falling back to cargo test"
@@ -132,6 +149,22 @@ else
 fi
 # nextest does not run doctests.
 run cargo test --workspace --doc
+
+# Every process a test starts must be gone when it ends, failed or not (each
+# test ends its children through a guard with Drop). A binary of this
+# workspace that runs now and did not before the tests was left behind by one.
+leftovers=()
+while read -r pid exe; do
+    if [[ " ${before_tests[*]} " != *" $pid "* ]]; then leftovers+=("$pid $exe"); fi
+done < <(workspace_procs)
+if ((${#leftovers[@]})); then
+    printf '    still running after the tests (pid, binary):\n' >&2
+    printf '        %s\n' "${leftovers[@]}" >&2
+    for l in "${leftovers[@]}"; do kill -KILL "${l%% *}" 2>/dev/null || true; done
+    echo "    a test left processes behind (killed now)" >&2
+    exit 1
+fi
+echo "    no process started by the tests is still running"
 
 # ---------------------------------------------------------------------------
 step "fuzz smoke (${FUZZ_SECONDS}s per target)"
@@ -158,8 +191,19 @@ else
             corpora=("$fuzz_work/$t")
             mkdir -p "$fuzz_work/$t"
             if [[ -d "proto/fuzz/corpus/$t" ]]; then corpora+=("$PWD/proto/fuzz/corpus/$t"); fi
-            (cd proto && run cargo +nightly fuzz run "$t" "${corpora[@]}" -- \
-                -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1)
+            log="$logs/fuzz-$t.log"
+            if (cd proto && cargo +nightly fuzz run "$t" "${corpora[@]}" -- \
+                -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1) >"$log" 2>&1; then
+                # libFuzzer's last status line ("#N DONE cov: ... corp: ...") and its final stats.
+                done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 | tr -s ' \t' ' ')"
+                runs="$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log" | tail -n 1)"
+                printf '    fuzz %-16s ok: %s runs in %ss (%s); full log %s\n' \
+                    "$t" "${runs:-?}" "$FUZZ_SECONDS" "${done_line:-no DONE line}" "$log"
+            else
+                printf '    fuzz %-16s FAILED; the last lines of %s:\n' "$t" "$log" >&2
+                tail -n 60 "$log" | sed 's/^/        /' >&2
+                exit 1
+            fi
         done
     fi
 fi

@@ -19,6 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::errno::Errno;
+use nix::sys::signal;
+pub use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 pub use serde_json::{Value, json};
 
 /// Default timeout for one RPC call.
@@ -157,15 +161,24 @@ impl Proc {
         self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
     }
 
-    /// Send `signal` (a name such as `TERM`, `KILL`, `INT`) to the process itself.
-    pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill").args(["-s", signal, &self.pid().to_string()]).stderr(Stdio::null()).status();
+    /// Send `sig` to the process itself. Panics if it cannot be delivered (the process is gone and reaped,
+    /// say): a test that signals a process expects it to be there.
+    pub fn signal(&self, sig: Signal) {
+        if let Err(e) = signal::kill(self.nix_pid(), sig) {
+            panic!("{}: cannot send {sig} to pid {}: {e}", self.name, self.pid());
+        }
     }
 
-    /// Send `signal` to the whole process group (for wrappers such as `strace` or `ip netns exec`).
-    pub fn signal_group(&self, signal: &str) {
-        let _ =
-            Command::new("kill").args(["-s", signal, "--", &format!("-{}", self.pid())]).stderr(Stdio::null()).status();
+    /// Send `sig` to the whole process group (for wrappers such as `strace` or `ip netns exec`). Panics if
+    /// no process of the group is left to receive it.
+    pub fn signal_group(&self, sig: Signal) {
+        if let Err(e) = signal::killpg(self.nix_pid(), sig) {
+            panic!("{}: cannot send {sig} to process group {}: {e}", self.name, self.pid());
+        }
+    }
+
+    fn nix_pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.pid()).expect("a pid fits in i32"))
     }
 
     /// Whether it has exited (and with what).
@@ -190,15 +203,22 @@ impl Proc {
         }
     }
 
-    /// Kill it (SIGKILL to the group) and reap it.
+    /// Kill it (SIGKILL to the group, then to itself) and reap it. A group or process that is already gone
+    /// (`ESRCH`) is fine here; anything else is reported, but never panics (this runs in `Drop`).
     pub fn kill(&mut self) {
+        let pid = self.nix_pid();
+        let name = self.name.clone();
+        let report = move |what: &str, r: nix::Result<()>| match r {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => eprintln!("{name}: cannot SIGKILL {what} {pid}: {e}"),
+        };
+        // Even when the leader is gone its group may still have members (a tracee, say).
+        report("process group", signal::killpg(pid, Signal::SIGKILL));
         if self.try_exit().is_none() {
-            self.signal_group("KILL");
-            self.signal("KILL");
-            let _ = self.wait_exit(Duration::from_secs(5));
-        } else {
-            // The leader is gone; its group may still have members (a tracee, say).
-            self.signal_group("KILL");
+            report("pid", signal::kill(pid, Signal::SIGKILL));
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                eprintln!("{}: pid {pid} did not exit within 5 s of SIGKILL", self.name);
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_tests::{Node, Proc, Value, eventually, ferry_bin, free_udp_addr, json, loopback_args, unix_now};
+use ferry_tests::{Node, Proc, Signal, Value, eventually, ferry_bin, free_udp_addr, json, loopback_args, unix_now};
 
 /// Time for a message plus its receipt (the receipt waits 0.2–2 s at the recipient).
 const DELIVERY: Duration = Duration::from_secs(12);
@@ -217,7 +217,7 @@ fn through_a_relay() {
 
     // The relay runs until SIGTERM, then exits cleanly.
     assert!(relay.try_exit().is_none(), "the relay exited early: {}", relay.stderr());
-    relay.signal("TERM");
+    relay.signal(Signal::SIGTERM);
     let status = relay.wait_exit(Duration::from_secs(5)).expect("the relay did not stop on SIGTERM");
     assert!(status.success(), "relay exit: {status:?}\n{}", relay.stderr());
 }
@@ -508,7 +508,7 @@ fn daemon_socket() {
     assert!(d2.stderr().contains("already running"), "{}", d2.stderr());
 
     // SIGTERM: a clean exit and the socket is gone.
-    d.signal("TERM");
+    d.signal(Signal::SIGTERM);
     let st = d.wait_exit(Duration::from_secs(5)).expect("the daemon did not stop on SIGTERM");
     assert!(st.success(), "{st:?}: {}", d.stderr());
     assert!(!sock.exists(), "the socket was left behind");
@@ -526,7 +526,7 @@ fn daemon_socket() {
     assert_eq!(dir_mode & 0o777, 0o700, "{dir_mode:o}");
     let mode = std::fs::metadata(&default_sock).expect("metadata").permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
-    d4.signal("INT");
+    d4.signal(Signal::SIGINT);
     assert!(d4.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()), "{}", d4.stderr());
 
     // A directory others can enter: refused with a clear message, no socket made.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_tests::{Node, Proc, Value, eventually, ferry_bin, have, is_root, json, skip_unless};
+use ferry_tests::{Node, Proc, Signal, Value, eventually, ferry_bin, have, is_root, json, skip_unless};
 
 /// Discovery, then a message and its receipt.
 const DELIVERY: Duration = Duration::from_secs(15);
@@ -162,9 +162,15 @@ fn pids_inside(ns: &str) -> Vec<String> {
 
 fn kill_inside(ns: &str) {
     let pids = pids_inside(ns);
-    if !pids.is_empty() {
-        let _ = Command::new("kill").arg("-KILL").args(&pids).stderr(Stdio::null()).status();
-        eventually(Duration::from_secs(3), || pids_inside(ns).is_empty());
+    for pid in &pids {
+        let Ok(pid) = pid.parse::<i32>() else { continue };
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => eprintln!("cannot SIGKILL pid {pid} in {ns}: {e}"),
+        }
+    }
+    if !pids.is_empty() && !eventually(Duration::from_secs(3), || pids_inside(ns).is_empty()) {
+        eprintln!("processes still inside {ns} 3 s after SIGKILL: {:?}", pids_inside(ns));
     }
 }
 
@@ -337,7 +343,7 @@ fn relay_killed_midway_other_path_takes_over() {
     b.wait_received("msg 0", DELIVERY);
     a.wait_delivered(&id, DELIVERY);
 
-    r1.signal("KILL");
+    r1.signal(Signal::SIGKILL);
     assert!(r1.wait_exit(Duration::from_secs(5)).is_some(), "R1 did not die");
     let ids: Vec<String> = (1..=5).map(|i| a.send(&code_b, &format!("msg {i}"))).collect();
     for i in 1..=5 {
@@ -599,8 +605,7 @@ fn a_capture_of_a_real_exchange_is_all_ferry_frames_and_no_plaintext() {
     a.wait_received("and a reply", DELIVERY);
     b.wait_delivered(&reply, DELIVERY);
     std::thread::sleep(Duration::from_millis(500));
-    dump.signal_group("INT");
-    dump.signal("INT");
+    dump.signal_group(Signal::SIGINT);
     let _ = dump.wait_exit(Duration::from_secs(5));
 
     let bytes = std::fs::read(&cap).expect("capture file");

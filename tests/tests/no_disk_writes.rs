@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferry_tests::{Node, Proc, ferry_bin, free_udp_addr, have, json, loopback_args, skip_unless};
+use ferry_tests::{Node, Proc, Signal, ferry_bin, free_udp_addr, have, json, loopback_args, skip_unless};
 
 const DELIVERY: Duration = Duration::from_secs(15);
 const SYSCALLS: &str = "openat,open,creat,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat";
@@ -165,7 +165,7 @@ fn relay_and_ephemeral_nodes_write_nothing() {
     // Clean exits: stdin closed for the nodes, SIGTERM for the relay (strace passes it on).
     assert!(a.shutdown(Duration::from_secs(10)).success(), "A: {}", a.proc.stderr());
     assert!(b.shutdown(Duration::from_secs(10)).success(), "B: {}", b.proc.stderr());
-    relay.signal_group("TERM");
+    relay.signal_group(Signal::SIGTERM);
     let st = relay.wait_exit(Duration::from_secs(10)).expect("the relay did not stop on SIGTERM");
     assert!(st.success(), "relay: {st:?}\n{}", relay.stderr());
 

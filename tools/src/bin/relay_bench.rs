@@ -369,7 +369,11 @@ impl Drop for Proc {
         if let Some(pid) = self.inner
             && is_ferry(pid)
         {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).stderr(Stdio::null()).status();
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+            match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => eprintln!("ferry-relay-bench: cannot SIGKILL the relay (pid {pid}): {e}"),
+            }
         }
     }
 }
