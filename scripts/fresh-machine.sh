@@ -67,24 +67,39 @@ mount_in() { # mount_in TARGET mount-args...
     mounts+=("$target")
 }
 
-# Leftovers of an earlier run: unmount whatever is still mounted below $dir, then remove.
+# Leftovers of an earlier run: unmount whatever is still mounted below $dir,
+# then remove the root (a finished debootstrap in $dir/base is kept and copied:
+# FRESH_BASE=new makes a new one).
 if [[ -d "$dir" ]]; then
     grep -F " $dir/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" || true; done
-    rm -rf "$dir"
+    # Never rm -rf across a mount (a bind of /dev, say).
+    if grep -qF " $dir/" /proc/mounts; then die "mounts below $dir remain; unmount them first"; fi
+    rm -rf "$rootfs"
+    if [[ "${FRESH_BASE:-}" == new ]]; then rm -rf "$dir/base"; fi
 fi
 mkdir -p "$dir"
 
 now() { date +%s; }
 t0=$(now)
-echo "== debootstrap bookworm (minbase) into $rootfs"
-debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$dir/debootstrap.log" 2>&1 ||
-    die "debootstrap failed; see $dir/debootstrap.log"
-cat >"$rootfs/etc/apt/sources.list" <<EOF
-deb $mirror bookworm main
-deb $mirror bookworm-updates main
-deb $security bookworm-security main
-EOF
+if [[ ! -e "$dir/base/.ferry-complete" ]]; then
+    echo "== debootstrap bookworm (minbase) into $dir/base"
+    rm -rf "$dir/base"
+    debootstrap --variant=minbase bookworm "$dir/base" "$mirror" >"$dir/debootstrap.log" 2>&1 ||
+        die "debootstrap failed; see $dir/debootstrap.log"
+    touch "$dir/base/.ferry-complete"
+fi
+cp -a "$dir/base" "$rootfs"
+rm -f "$rootfs/.ferry-complete"
+printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
+    "$mirror" "$mirror" "$security" >"$rootfs/etc/apt/sources.list"
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+# The local CA certificates of this machine's network (which may intercept
+# HTTPS): a new machine here has them in its image too. They take effect when
+# set-up installs ca-certificates.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$rootfs/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+fi
 t_debootstrap=$(($(now) - t0))
 
 echo "== rustup and its toolchains only"
@@ -142,7 +157,7 @@ done)"
 
 {
     echo "fresh-machine check of $commit, $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "debootstrap (minbase bookworm): ${t_debootstrap} s"
+    echo "debootstrap (minbase bookworm), or a copy of an earlier one: ${t_debootstrap} s"
     echo "rustup proxies copied: $(tr '\n' ' ' <"$dir/cargo-bin.txt")"
     echo "./run.sh --help, first run (set-up run + release build): ${t_run} s"
     echo "./run.sh --ephemeral --no-mdns, /me /peers /quit (built): ${t_chat} s"

@@ -38,6 +38,7 @@ struct Client<W> {
     sent: HashMap<String, usize>,
     count: usize,
     to_block: Option<String>,
+    to_pick: Option<String>,
     early: Vec<(String, String)>,
 }
 
@@ -47,9 +48,38 @@ fn out(line: &str) {
     let _ = o.flush();
 }
 
-fn clock(unix: u64) -> String {
-    let s = unix % 86_400;
-    format!("{:02}:{:02} UTC", s / 3600, (s / 60) % 60)
+/// The time a message says it was sent, in the machine's time zone ("14:03"), with the date when it is not
+/// today ("Dec 04 14:03"). Without a known time zone (no `/etc/localtime`, no `TZ`), UTC and says so.
+fn clock(unix: u64, now: jiff::Timestamp) -> String {
+    let (tz, utc) = match jiff::tz::TimeZone::try_system() {
+        Ok(tz) => (tz, false),
+        Err(_) => (jiff::tz::TimeZone::UTC, true),
+    };
+    clock_in(unix, now, &tz, utc)
+}
+
+fn clock_in(unix: u64, now: jiff::Timestamp, tz: &jiff::tz::TimeZone, say_utc: bool) -> String {
+    let Some(t) = i64::try_from(unix).ok().and_then(|s| jiff::Timestamp::from_second(s).ok()) else {
+        return "?".to_owned();
+    };
+    let (t, now) = (t.to_zoned(tz.clone()), now.to_zoned(tz.clone()));
+    let mut text =
+        if t.date() == now.date() { t.strftime("%H:%M").to_string() } else { t.strftime("%b %d %H:%M").to_string() };
+    if say_utc {
+        text.push_str(" UTC");
+    }
+    text
+}
+
+/// What a delivery state means, for a person: "sent" only says that a neighbour (a relay, or the recipient if
+/// in range) took the message, not that it arrived.
+fn state_text(state: &str) -> String {
+    match state {
+        "sent" => "handed to the mesh (not delivered yet)".to_owned(),
+        "delivered" => "delivered".to_owned(),
+        "expired" => "expired undelivered (its lifetime ran out)".to_owned(),
+        other => one_line(other),
+    }
 }
 
 impl<W: AsyncWrite + Unpin> Client<W> {
@@ -87,8 +117,19 @@ impl<W: AsyncWrite + Unpin> Client<W> {
                 }
             }
             ("/to", [who]) => {
-                self.to = Some((*who).to_owned());
-                out(&format!("now talking to {}", one_line(who)));
+                if who.starts_with("ferry1") {
+                    match ferry_proto::envelope::PeerKey::from_code(who) {
+                        Ok(_) => {
+                            self.to = Some((*who).to_owned());
+                            out(&format!("now talking to {}", one_line(who)));
+                        }
+                        Err(e) => out(&format!("not a valid contact code ({e}); check it and try again")),
+                    }
+                } else {
+                    // A name must be a contact: ask for the list, answer when it comes.
+                    self.call("contacts.list", json!({}), "to").await?;
+                    self.to_pick = Some((*who).to_owned());
+                }
             }
             (c, _) if c.starts_with('/') => out("unknown command or wrong arguments; /help lists them"),
             _ => match self.to.clone() {
@@ -107,7 +148,7 @@ impl<W: AsyncWrite + Unpin> Client<W> {
                 "received" => {
                     let from = one_line(p["from"].as_str().unwrap_or("?"));
                     let text = crate::sanitize::for_terminal(p["text"].as_str().unwrap_or(""));
-                    let when = clock(p["sent_at"].as_u64().unwrap_or(0));
+                    let when = clock(p["sent_at"].as_u64().unwrap_or(0), jiff::Timestamp::now());
                     let text = text.replace('\n', "\n    ");
                     if p["contact"].as_bool().unwrap_or(false) {
                         out(&format!("[{when}] {from}: {text}"));
@@ -120,7 +161,7 @@ impl<W: AsyncWrite + Unpin> Client<W> {
                     let id = p["id"].as_str().unwrap_or("").to_owned();
                     let state = one_line(p["state"].as_str().unwrap_or("?"));
                     match self.sent.get(&id) {
-                        Some(n) if state != "queued" => out(&format!("  message #{n} {state}")),
+                        Some(n) if state != "queued" => out(&format!("  message #{n} {}", state_text(&state))),
                         Some(_) => {}
                         // The notification can overtake the answer to `send`.
                         None => self.early.push((id, state)),
@@ -152,8 +193,21 @@ impl<W: AsyncWrite + Unpin> Client<W> {
                     ));
                 }
             }
-            "contacts" | "block" => {
+            "contacts" | "block" | "to" => {
                 let list = r.as_array().cloned().unwrap_or_default();
+                if purpose == "to" {
+                    let want = self.to_pick.take().unwrap_or_default();
+                    if list.iter().any(|c| c["name"].as_str() == Some(&want)) {
+                        out(&format!("now talking to {}", one_line(&want)));
+                        self.to = Some(want);
+                    } else {
+                        out(&format!(
+                            "no contact named {}: /contacts lists them, /add NAME CODE adds one, /to CODE writes to a code",
+                            one_line(&want)
+                        ));
+                    }
+                    return Ok(());
+                }
                 if purpose == "block" {
                     let want = self.to_block.take().unwrap_or_default();
                     match list.iter().find(|c| c["name"].as_str() == Some(&want)) {
@@ -185,7 +239,7 @@ impl<W: AsyncWrite + Unpin> Client<W> {
                 for (eid, state) in early {
                     if eid == id {
                         if state != "queued" {
-                            out(&format!("  message #{} {state}", self.count));
+                            out(&format!("  message #{} {}", self.count, state_text(&state)));
                         }
                     } else if self.early.len() < 64 {
                         self.early.push((eid, state));
@@ -246,6 +300,7 @@ where
         sent: HashMap::new(),
         count: 0,
         to_block: None,
+        to_pick: None,
         early: Vec::new(),
     };
     let _ = own;
@@ -274,4 +329,28 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_local_with_the_date_when_not_today() {
+        let tz = jiff::tz::TimeZone::fixed(jiff::tz::offset(2));
+        // 2026-12-05 12:30:00 UTC is 14:30 at UTC+2.
+        let now = jiff::Timestamp::from_second(1_796_473_800).unwrap();
+        assert_eq!(clock_in(1_796_473_800, now, &tz, false), "14:30");
+        assert_eq!(clock_in(1_796_473_800 - 86_400, now, &tz, false), "Dec 04 14:30");
+        assert_eq!(clock_in(1_796_473_800, now, &jiff::tz::TimeZone::UTC, true), "12:30 UTC");
+        assert_eq!(clock_in(u64::MAX, now, &tz, false), "?");
+    }
+
+    #[test]
+    fn sent_is_never_shown_as_a_bare_word() {
+        assert_eq!(state_text("sent"), "handed to the mesh (not delivered yet)");
+        assert_eq!(state_text("delivered"), "delivered");
+        assert!(state_text("expired").starts_with("expired"));
+        assert_eq!(state_text("x\u{1b}[2J"), one_line("x\u{1b}[2J"));
+    }
 }

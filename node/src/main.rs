@@ -30,14 +30,19 @@ fn real_main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,mdns_sd=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let command = cli.command.as_ref().unwrap_or(&Command::Chat);
+    // The chat's terminal shows the chat: only warnings and errors, as plain lines ("ferry: WARN ..."),
+    // unless FERRY_LOG asks for more. Every other command logs at info, timestamped, to stderr.
+    let chat = matches!(command, Command::Chat);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if chat { "warn,mdns_sd=error" } else { "info,mdns_sd=warn" })
+    });
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if chat {
+        logs.without_time().with_target(false).with_ansi(false).init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     if matches!(command, Command::Demo) {
         demo::run();
         return ExitCode::SUCCESS;

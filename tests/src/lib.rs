@@ -522,6 +522,80 @@ impl Node {
     }
 }
 
+/// `ferry chat` (or anything line-based) driven like a person at a terminal: lines in on stdin, every stdout
+/// line kept; [`Chat::expect`] waits for a line that contains a text.
+#[derive(Debug)]
+pub struct Chat {
+    /// The process (its stderr is kept separately).
+    pub proc: Proc,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Every stdout line read so far, in order.
+    pub seen: Vec<String>,
+    /// Lines before this index were already matched or passed over by [`Chat::expect`].
+    cursor: usize,
+}
+
+impl Chat {
+    /// Start `ferry chat` with `args`.
+    pub fn spawn(name: &str, args: &[String]) -> Chat {
+        let mut cmd = Command::new(ferry_bin());
+        cmd.arg("chat").args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut proc = Proc::spawn(name, cmd);
+        let stdin = proc.child.stdin.take();
+        let stdout = proc.child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Chat { proc, stdin, lines: rx, seen: Vec::new(), cursor: 0 }
+    }
+
+    /// Type one line.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to the chat");
+    }
+
+    /// Close stdin (Ctrl-D).
+    pub fn close(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Wait up to `timeout` for a stdout line containing `text`, after the line the previous call matched;
+    /// returns it. Panics with everything seen.
+    pub fn expect(&mut self, text: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        if let Some(i) = self.seen[self.cursor..].iter().position(|l| l.contains(text)) {
+            self.cursor += i + 1;
+            return self.seen[self.cursor - 1].clone();
+        }
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        self.cursor = self.seen.len();
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "{}: no line with {text:?} within {timeout:?}\n---- stdout ----\n{}\n---- stderr ----\n{}",
+                    self.proc.name,
+                    self.seen.join("\n"),
+                    tail(&self.proc.stderr(), 40)
+                ),
+            }
+        }
+    }
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

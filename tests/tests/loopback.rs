@@ -572,3 +572,57 @@ fn stranger_over_the_rate_limit_is_not_told_delivered() {
         assert!(!delivered || shown, "message #{i} was reported delivered but never shown to B");
     }
 }
+
+/// The chat as a person uses it: its terminal shows only the chat (no log lines), `/to` refuses a name that
+/// is no contact and a code that is not valid, "sent" is said as "handed to the mesh", and times are
+/// `[HH:MM]` (local time, or `HH:MM UTC` where the machine has no time zone).
+#[test]
+fn chat_session() {
+    let (pa, pb) = (free_udp_addr(1), free_udp_addr(2));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = loopback_args(pa, &[pb]);
+    // A socket path where no daemon runs: the chat starts its own node.
+    args.extend(["--socket".to_owned(), dir.path().join("no-daemon.sock").display().to_string()]);
+    let mut chat = ferry_tests::Chat::spawn("chat", &args);
+    let mut b = Node::rpc("B", &loopback_args(pb, &[pa]));
+    let code_b = b.code();
+
+    let first = chat.expect("ferry chat", DELIVERY);
+    assert_eq!(chat.seen[0], first, "the chat's first line");
+    let me = chat.expect("your code: ", DELIVERY);
+    let code_a = me.trim_start_matches("your code: ").to_owned();
+    assert!(is_code(&code_a), "{me}");
+
+    chat.send("/to nobody");
+    chat.expect("no contact named nobody", DELIVERY);
+    chat.send("/to ferry1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq");
+    chat.expect("not a valid contact code", DELIVERY);
+    chat.send("hello?");
+    chat.expect("pick a conversation first", DELIVERY);
+
+    chat.send(&format!("/add bob {code_b}"));
+    chat.expect("ok", DELIVERY);
+    chat.send("/to bob");
+    chat.expect("now talking to bob", DELIVERY);
+    chat.send("hello bob");
+    chat.expect("message #1 queued", DELIVERY);
+    chat.expect("message #1 handed to the mesh (not delivered yet)", DELIVERY);
+    b.wait_received("hello bob", DELIVERY);
+    chat.expect("message #1 delivered", DELIVERY);
+    assert!(!chat.seen.iter().any(|l| l.ends_with(" sent")), "a bare \"sent\" reads as arrived: {:#?}", chat.seen);
+
+    b.send(&code_a, "hi alice");
+    let line = chat.expect("] bob: hi alice", DELIVERY);
+    let when = line.strip_prefix('[').and_then(|l| l.split_once(']')).map(|(t, _)| t).unwrap_or("");
+    let hm = when.strip_suffix(" UTC").unwrap_or(when);
+    assert!(
+        hm.len() == 5 && hm.as_bytes()[2] == b':' && hm.bytes().filter(u8::is_ascii_digit).count() == 4,
+        "time not shown as [HH:MM]: {line}"
+    );
+
+    chat.send("/quit");
+    let status = chat.proc.wait_exit(Duration::from_secs(10)).expect("the chat exits on /quit");
+    assert!(status.success(), "chat exit status {status:?}");
+    let stderr = chat.proc.stderr();
+    assert!(stderr.trim().is_empty(), "the chat's terminal got log lines:\n{stderr}");
+}
