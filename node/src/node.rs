@@ -309,18 +309,27 @@ impl State {
     /// address: both ends pick the same pair, so the peer's datagrams come
     /// from the address we keep). Links to addresses no instance advertises
     /// any more go down.
+    ///
+    /// While every address is tried, the peer's answers come in from its
+    /// other addresses too and make "incoming" links. Those to an address of
+    /// the instance that ranks below the kept one go down as well: otherwise
+    /// both ends keep answering each other's hellos and summaries on them
+    /// and they never go idle. One that ranks above is kept: it is the peer
+    /// reaching us on the pair both ends will settle on.
     fn reconcile_mdns(&mut self) {
         let valid = self.validated_links();
         let rank = |a: &SocketAddr| (a.is_ipv6(), *a);
         let mut wanted: std::collections::HashSet<SocketAddr> = std::collections::HashSet::new();
+        let mut outranked: std::collections::HashSet<SocketAddr> = std::collections::HashSet::new();
         for addrs in self.mdns.values() {
             let best = addrs
                 .iter()
                 .filter(|a| self.peers.get(a).is_some_and(|p| valid.contains(&p.link)))
                 .min_by_key(|a| rank(a));
             match best {
-                Some(a) => {
-                    wanted.insert(*a);
+                Some(best) => {
+                    wanted.insert(*best);
+                    outranked.extend(addrs.iter().filter(|a| rank(a) > rank(best)));
                 }
                 None => wanted.extend(addrs.iter().copied()),
             }
@@ -328,7 +337,11 @@ impl State {
         let stale: Vec<SocketAddr> = self
             .peers
             .iter()
-            .filter(|(a, p)| p.origin == Origin::Mdns && !wanted.contains(a))
+            .filter(|(a, p)| match p.origin {
+                Origin::Mdns => !wanted.contains(a),
+                Origin::Learned => outranked.contains(a) && !wanted.contains(a),
+                Origin::Static => false,
+            })
             .map(|(a, _)| *a)
             .collect();
         for a in stale {

@@ -205,7 +205,8 @@ fn mdns_discovery_on_one_lan() {
     let (na, nb) = (t.host("a"), t.host("b"));
     t.plug(&na, "eth1", 1, 1);
     t.plug(&nb, "eth1", 1, 2);
-    // Each host has three addresses (two IPv4, one IPv6), all in its record.
+    // Each host has four addresses (two IPv4, one IPv6 ULA, and the IPv6 link-local one every interface
+    // gets), the first three in its record.
     for (ns, host) in [(&na, 1), (&nb, 2)] {
         run(&["ip", "-n", ns, "addr", "add", &format!("10.77.1.{}/24", 100 + host), "dev", "eth1"]);
         run(&["ip", "-n", ns, "addr", "add", &format!("fd77:1::{host}/64"), "dev", "eth1", "nodad"]);
@@ -233,6 +234,21 @@ fn mdns_discovery_on_one_lan() {
             mdns.len() == 1 && mdns[0]["validated"] == json!(true)
         });
         assert!(one, "not one validated mDNS link: {}", n.ok("peers", json!({})));
+    }
+    // And one link in all: the datagrams that came in from the peer's other addresses while every address
+    // was tried left "incoming" links, which must go too, and stay gone.
+    for n in [&mut a, &mut b] {
+        let links = |n: &mut Node| n.ok("peers", json!({})).as_array().map_or(0, Vec::len);
+        let one = eventually(DELIVERY, || links(n) == 1);
+        let (name, peers) = (n.name().to_owned(), n.ok("peers", json!({})));
+        assert!(one, "{name}: not one link: {peers}");
+    }
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        for n in [&mut a, &mut b] {
+            let peers = n.ok("peers", json!({}));
+            assert_eq!(peers.as_array().map(Vec::len), Some(1), "{}: a second link came back: {peers}", n.name());
+        }
     }
     a.assert_no_duplicates();
     b.assert_no_duplicates();
