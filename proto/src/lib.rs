@@ -10,6 +10,8 @@
 //!   stop here: no X25519, no AEAD).
 //! * `endpoint` (feature): identity, contact codes, the sealed envelope and the
 //!   [`Endpoint`](endpoint::Endpoint) that wraps a router for an end user.
+//! * [`link`]: the link layer below the router on serial and BLE links (link
+//!   hello, credits) and the serial framing (COBS + CRC).
 //!
 //! The wire format, construction and threat model are in `SPEC.md`.
 #![no_std]
@@ -43,6 +45,7 @@ pub mod endpoint;
 #[cfg(feature = "endpoint")]
 pub mod envelope;
 pub mod hash;
+pub mod link;
 pub mod router;
 pub mod segment;
 pub mod time;
