@@ -116,6 +116,10 @@ echo "== a clean clone of $(git -C "$repo" rev-parse --short HEAD)"
 git clone --quiet --no-local "$repo" "$rootfs/root/ferry"
 commit="$(git -C "$rootfs/root/ferry" rev-parse HEAD)"
 
+# The root a machine boots is a mount point; a plain directory is not, and
+# `ip netns exec` / `ip -n` (mount --make-rslave /) fail on one. Bind the
+# root onto itself so that inside the chroot / is a mount, as on a machine.
+mount_in "$rootfs" --bind "$rootfs"
 mount_in "$rootfs/proc" -t proc proc
 mount_in "$rootfs/sys" -t sysfs sysfs
 mount_in "$rootfs/dev" --bind /dev
@@ -149,7 +153,14 @@ rc=0
 in_root bash -c 'cd /root/ferry && CI=true ./test.sh' >"$dir/test.log" 2>&1 || rc=$?
 t_test=$(($(now) - t0))
 
-avahi="$(in_root systemctl is-enabled avahi-daemon.service 2>/dev/null || true)"
+# No systemd runs in a chroot: read the unit's state from its files (masked =
+# a link to /dev/null).
+avahi=unknown
+if [[ "$(readlink "$rootfs/etc/systemd/system/avahi-daemon.service" 2>/dev/null || true)" == /dev/null ]]; then
+    avahi=masked
+elif [[ -e "$rootfs/lib/systemd/system/avahi-daemon.service" ]]; then
+    avahi="installed, not masked"
+fi
 left="$(for p in /proc/[0-9]*; do
     exe="$(readlink "$p/exe" 2>/dev/null || true)"
     case "$exe" in "$rootfs"/*) echo "${p#/proc/} $exe" ;; esac

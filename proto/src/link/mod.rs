@@ -6,16 +6,24 @@
 //! | type | name | body |
 //! |---|---|---|
 //! | 0 | [`LinkFrame::Frame`] | one Ferry frame or segment (SPEC §3), 1 to the peer's MTU bytes |
-//! | 1 | [`LinkFrame::Hello`] | [`LinkHello`]: highest version, MTU, flags (4 bytes; no id of any kind) |
+//! | 1 | [`LinkFrame::Hello`] | [`LinkHello`]: highest version, MTU, flags, session, echo (12 bytes; no id of any kind) |
 //! | 2 | [`LinkFrame::Credit`] | a credit grant: u16, the number of type-0 frames the peer may send more |
 //! | 3–15 | [`LinkFrame::Reserved`] | link control of later versions (dongle stats, updates): ignored |
 //!
 //! A UDP datagram is not wrapped: it is one Ferry frame, as before (SPEC
 //! §10.1 says why, and how a later version can move UDP onto this).
 //!
-//! [`serial`] puts link frames on a byte stream (COBS, CRC-16/KERMIT).
+//! [`Session`] is the state machine of one link's hellos and credits (SPEC
+//! §10.3, §10.4); [`serial`] puts link frames on a byte stream (COBS,
+//! CRC-16/KERMIT).
 
 pub mod serial;
+mod session;
+
+pub use session::{
+    CONTROL_LEN, CREDIT_STALL, HELLO_RETRY_FIRST, HELLO_RETRY_MAX, LinkEvent, PEER_SESSION_MIN_INTERVAL, Session,
+    SessionConfig, SessionError, SessionStats,
+};
 
 use core::fmt;
 
@@ -23,8 +31,10 @@ use core::fmt;
 pub const LINK_VERSION: u8 = 1;
 /// Version and type.
 pub const HEADER_LEN: usize = 2;
-/// A link hello's body: highest version, MTU (u16), flags.
-pub const HELLO_BODY_LEN: usize = 4;
+/// A link hello's body: highest version, MTU (u16), flags, session, echo.
+pub const HELLO_BODY_LEN: usize = 12;
+/// A session nonce's length.
+pub const SESSION_LEN: usize = 4;
 /// A credit grant's body: credits (u16).
 pub const CREDIT_BODY_LEN: usize = 2;
 /// The largest body of a type-0 frame: the largest Ferry frame.
@@ -48,8 +58,11 @@ pub mod ty {
 /// frames only against credits it has granted (one each); without the flag,
 /// the peer sends freely.
 pub const FLAG_CREDITS: u8 = 0x01;
+/// Hello flag bit 1: the sender has not yet heard a hello that echoes its
+/// session; the receiver answers with a hello (SPEC §10.3).
+pub const FLAG_ASK: u8 = 0x02;
 /// Every flag bit version 1 defines.
-const KNOWN_FLAGS: u8 = FLAG_CREDITS;
+const KNOWN_FLAGS: u8 = FLAG_CREDITS | FLAG_ASK;
 
 /// Why a link frame was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +77,7 @@ pub enum LinkError {
     /// hello or grant with bytes after its body, a frame over the MTU).
     BadLength,
     /// A field holds a forbidden value (an MTU below 20, unknown flag bits,
-    /// a version of 0, a grant of 0 credits).
+    /// a version of 0, a session of zeros, a grant of 0 credits).
     BadField,
 }
 
@@ -94,14 +107,33 @@ pub struct LinkHello {
     /// least [`crate::wire::MIN_MTU`]. Ferry frames longer than this are
     /// segmented (SPEC §6.6).
     pub mtu: u16,
-    /// [`FLAG_CREDITS`], or 0.
+    /// [`FLAG_CREDITS`] and [`FLAG_ASK`], or 0.
     pub flags: u8,
+    /// The sender's session: random, drawn afresh each time the sender
+    /// (re)starts the link (SPEC §10.3). Never all zeros.
+    pub session: [u8; SESSION_LEN],
+    /// The peer's session as last heard by the sender, or zeros.
+    pub echo: [u8; SESSION_LEN],
 }
 
 impl LinkHello {
     /// Whether the sender grants credits.
     pub fn wants_credits(&self) -> bool {
         self.flags & FLAG_CREDITS != 0
+    }
+
+    /// Whether the sender asks for an answer.
+    pub fn asks(&self) -> bool {
+        self.flags & FLAG_ASK != 0
+    }
+
+    /// What [`LinkFrame::parse`] accepts: a version other than 0, an MTU of
+    /// at least 20, no unknown flag, a session other than zeros.
+    fn is_valid(&self) -> bool {
+        self.version != 0
+            && usize::from(self.mtu) >= crate::wire::MIN_MTU
+            && self.flags & !KNOWN_FLAGS == 0
+            && self.session != [0; SESSION_LEN]
     }
 }
 
@@ -139,12 +171,18 @@ impl<'a> LinkFrame<'a> {
             }
             ty::HELLO => {
                 let b: [u8; HELLO_BODY_LEN] = exact(body)?;
-                let [version, mtu_hi, mtu_lo, flags] = b;
-                let mtu = u16::from_be_bytes([mtu_hi, mtu_lo]);
-                if version == 0 || usize::from(mtu) < crate::wire::MIN_MTU || flags & !KNOWN_FLAGS != 0 {
+                let [version, mtu_hi, mtu_lo, flags, s0, s1, s2, s3, e0, e1, e2, e3] = b;
+                let hello = LinkHello {
+                    version,
+                    mtu: u16::from_be_bytes([mtu_hi, mtu_lo]),
+                    flags,
+                    session: [s0, s1, s2, s3],
+                    echo: [e0, e1, e2, e3],
+                };
+                if !hello.is_valid() {
                     return Err(LinkError::BadField);
                 }
-                Ok(LinkFrame::Hello(LinkHello { version, mtu, flags }))
+                Ok(LinkFrame::Hello(hello))
             }
             ty::CREDIT => {
                 let credits = u16::from_be_bytes(exact(body)?);
@@ -183,11 +221,15 @@ impl<'a> LinkFrame<'a> {
                 ty::FRAME
             }
             LinkFrame::Hello(h) => {
-                if h.version == 0 || usize::from(h.mtu) < crate::wire::MIN_MTU || h.flags & !KNOWN_FLAGS != 0 {
+                if !h.is_valid() {
                     return Err(LinkError::BadField);
                 }
                 let [hi, lo] = h.mtu.to_be_bytes();
-                body.copy_from_slice(&[h.version, hi, lo, h.flags]);
+                let (head, nonces) = body.split_at_mut(4);
+                head.copy_from_slice(&[h.version, hi, lo, h.flags]);
+                let (session, echo) = nonces.split_at_mut(SESSION_LEN);
+                session.copy_from_slice(&h.session);
+                echo.copy_from_slice(&h.echo);
                 ty::HELLO
             }
             LinkFrame::Credit(n) => {
@@ -221,15 +263,22 @@ fn exact<const N: usize>(body: &[u8]) -> Result<[u8; N], LinkError> {
 mod tests {
     use super::*;
 
-    const HELLO: [u8; 6] = [0x01, 0x01, 0x01, 0x04, 0xb0, 0x01];
+    const HELLO: [u8; 14] = [1, 1, 1, 0x04, 0xb0, 1, 0xa1, 0xa2, 0xa3, 0xa4, 0, 0, 0, 0];
+    const HELLO_REPR: LinkHello =
+        LinkHello { version: 1, mtu: 1200, flags: FLAG_CREDITS, session: [0xa1, 0xa2, 0xa3, 0xa4], echo: [0; 4] };
+
+    fn hello_with(f: impl FnOnce(&mut [u8; 14])) -> [u8; 14] {
+        let mut h = HELLO;
+        f(&mut h);
+        h
+    }
     const CREDIT: [u8; 4] = [0x01, 0x02, 0x00, 0x08];
 
     #[test]
     fn test_parse() {
-        assert_eq!(
-            LinkFrame::parse(&HELLO),
-            Ok(LinkFrame::Hello(LinkHello { version: 1, mtu: 1200, flags: FLAG_CREDITS }))
-        );
+        assert_eq!(LinkFrame::parse(&HELLO), Ok(LinkFrame::Hello(HELLO_REPR)));
+        let echoed = hello_with(|h| h[10..].copy_from_slice(&[0, 0, 0, 9]));
+        assert_eq!(LinkFrame::parse(&echoed), Ok(LinkFrame::Hello(LinkHello { echo: [0, 0, 0, 9], ..HELLO_REPR })));
         assert_eq!(LinkFrame::parse(&CREDIT), Ok(LinkFrame::Credit(8)));
         assert_eq!(LinkFrame::parse(&[1, 0, 0x23, 0xaa]), Ok(LinkFrame::Frame(&[0x23, 0xaa])));
         assert_eq!(LinkFrame::parse(&[1, 3]), Ok(LinkFrame::Reserved { ty: 3 }));
@@ -249,11 +298,18 @@ mod tests {
         let mut big = big;
         big[0] = 1;
         assert_eq!(LinkFrame::parse(&big), Err(LinkError::BadLength));
-        assert_eq!(LinkFrame::parse(&HELLO[..5]), Err(LinkError::Truncated));
-        assert_eq!(LinkFrame::parse(&[1, 1, 1, 4, 0xb0, 1, 0]), Err(LinkError::BadLength));
-        assert_eq!(LinkFrame::parse(&[1, 1, 0, 4, 0xb0, 1]), Err(LinkError::BadField), "version 0");
-        assert_eq!(LinkFrame::parse(&[1, 1, 1, 0, 19, 1]), Err(LinkError::BadField), "MTU below 20");
-        assert_eq!(LinkFrame::parse(&[1, 1, 1, 4, 0xb0, 2]), Err(LinkError::BadField), "unknown flag");
+        assert_eq!(LinkFrame::parse(&HELLO[..13]), Err(LinkError::Truncated));
+        let mut long = [0u8; 15];
+        long[..14].copy_from_slice(&HELLO);
+        assert_eq!(LinkFrame::parse(&long), Err(LinkError::BadLength));
+        assert_eq!(LinkFrame::parse(&hello_with(|h| h[2] = 0)), Err(LinkError::BadField), "version 0");
+        assert_eq!(
+            LinkFrame::parse(&hello_with(|h| h[3..5].copy_from_slice(&[0, 19]))),
+            Err(LinkError::BadField),
+            "MTU below 20"
+        );
+        assert_eq!(LinkFrame::parse(&hello_with(|h| h[5] = 4)), Err(LinkError::BadField), "unknown flag");
+        assert_eq!(LinkFrame::parse(&hello_with(|h| h[6..10].fill(0))), Err(LinkError::BadField), "zero session");
         assert_eq!(LinkFrame::parse(&[1, 2, 0, 0]), Err(LinkError::BadField), "zero credits");
         assert_eq!(LinkFrame::parse(&[1, 2, 0]), Err(LinkError::Truncated));
         assert_eq!(LinkFrame::parse(&[1, 2, 0, 1, 0]), Err(LinkError::BadLength));
@@ -261,10 +317,9 @@ mod tests {
 
     #[test]
     fn test_emit() {
-        let mut buf = [0u8; 8];
-        let hello = LinkFrame::Hello(LinkHello { version: 1, mtu: 1200, flags: FLAG_CREDITS });
-        assert_eq!(hello.emit(&mut buf), Ok(6));
-        assert_eq!(buf[..6], HELLO);
+        let mut buf = [0u8; 16];
+        assert_eq!(LinkFrame::Hello(HELLO_REPR).emit(&mut buf), Ok(14));
+        assert_eq!(buf[..14], HELLO);
         assert_eq!(LinkFrame::Credit(8).emit(&mut buf), Ok(4));
         assert_eq!(buf[..4], CREDIT);
         assert_eq!(LinkFrame::Frame(&[0x23, 0xaa]).emit(&mut buf), Ok(4));
@@ -278,8 +333,10 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(LinkFrame::Frame(&[]).emit(&mut buf), Err(LinkError::BadLength));
         assert_eq!(LinkFrame::Credit(0).emit(&mut buf), Err(LinkError::BadField));
+        let mut big = [0u8; 16];
+        assert_eq!(LinkFrame::Hello(LinkHello { mtu: 19, ..HELLO_REPR }).emit(&mut big), Err(LinkError::BadField));
         assert_eq!(
-            LinkFrame::Hello(LinkHello { version: 1, mtu: 19, flags: 0 }).emit(&mut buf),
+            LinkFrame::Hello(LinkHello { session: [0; 4], ..HELLO_REPR }).emit(&mut big),
             Err(LinkError::BadField)
         );
         assert_eq!(LinkFrame::Reserved { ty: 0 }.emit(&mut buf), Err(LinkError::UnknownType(0)));
