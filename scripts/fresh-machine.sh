@@ -71,7 +71,7 @@ mount_in() { # mount_in TARGET mount-args...
 # then remove the root (a finished debootstrap in $dir/base is kept and copied:
 # FRESH_BASE=new makes a new one).
 if [[ -d "$dir" ]]; then
-    grep -F " $dir/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" || true; done
+    { grep -F " $dir/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" || true; done
     # Never rm -rf across a mount (a bind of /dev, say).
     if grep -qF " $dir/" /proc/mounts; then die "mounts below $dir remain; unmount them first"; fi
     rm -rf "$rootfs"
