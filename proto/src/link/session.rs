@@ -311,6 +311,10 @@ impl Session {
         if self.echoed {
             // The peer knows this session: what it sends from here on is
             // sent under it.
+            if !self.up {
+                // The stall clock counts from here, not from the first hello.
+                self.starved_since = None;
+            }
             self.up = true;
             self.next_retry = None;
         } else if self.next_retry.is_none() {
@@ -721,6 +725,30 @@ mod tests {
         assert_eq!(p.b.got, (0..13).collect::<Vec<_>>());
         assert!(p.a.events.contains(&LinkEvent::Down));
         assert_eq!(p.a.events.last(), Some(&LinkEvent::Up { peer_mtu: 240 }));
+    }
+
+    #[test]
+    fn the_stall_clock_starts_when_the_link_is_up_not_before() {
+        let mut p = Pair::new(9, cfg(W), cfg(W));
+        // B hears A but A hears nothing for 30 s (a one-way line at first).
+        for _ in 0..6 {
+            p.pump();
+            p.ba.clear();
+            while p.deliver_ab() {}
+            p.advance(5_000);
+        }
+        // Now A hears B: A answers and grants; B's timers run between A's
+        // answer and A's grant.
+        p.pump();
+        while p.deliver_ba() {}
+        p.pump();
+        assert!(p.deliver_ab(), "A's answer");
+        assert!(p.b.s.is_up());
+        p.advance(0);
+        p.settle();
+        assert!(p.a.s.is_up() && p.b.s.is_up());
+        assert_eq!(p.b.s.credits(), Some(W));
+        assert_eq!(p.a.s.stats().restarts + p.b.s.stats().restarts, 0, "no stall just for coming up late");
     }
 
     #[test]
