@@ -157,6 +157,17 @@ if ((${#missing[@]})); then
                 fi
                 as_root systemctl disable avahi-daemon.socket avahi-daemon.service >/dev/null 2>&1 || true
                 as_root systemctl mask avahi-daemon.socket avahi-daemon.service >/dev/null 2>&1 || true
+            else
+                # No systemd installed (a minimal root): the package still
+                # enabled its units for a later systemd. Disable and mask them
+                # by hand, as systemctl would: drop the enablement links, link
+                # the units to /dev/null.
+                for unit in avahi-daemon.service avahi-daemon.socket dbus-org.freedesktop.Avahi.service; do
+                    as_root find /etc/systemd/system -name "$unit" -type l -delete 2>/dev/null || true
+                done
+                as_root mkdir -p /etc/systemd/system
+                as_root ln -sf /dev/null /etc/systemd/system/avahi-daemon.service
+                as_root ln -sf /dev/null /etc/systemd/system/avahi-daemon.socket
             fi
             if command -v update-rc.d >/dev/null 2>&1; then
                 as_root update-rc.d avahi-daemon disable >/dev/null 2>&1 || true
