@@ -626,3 +626,76 @@ fn chat_session() {
     let stderr = chat.proc.stderr();
     assert!(stderr.trim().is_empty(), "the chat's terminal got log lines:\n{stderr}");
 }
+
+/// Junk from many source ports must not lock a node out of new peers (issue 11). 600 ports each send one
+/// datagram to B, spread over the time in which A (which B does not know: a *learned* peer) links to B: a
+/// third are one byte, a third 240 bytes of noise, a third well-formed hellos with random nonces. A must
+/// link and deliver, and no junk port may get more than one answer (one hello of 33 bytes at most).
+#[test]
+fn junk_from_many_ports_does_not_lock_out_a_learned_peer() {
+    use std::net::UdpSocket;
+    let (pa, pb) = (free_udp_addr(1), free_udp_addr(2));
+    let mut b = Node::rpc("B", &loopback_args(pb, &[]));
+    let code_b = b.code();
+    let junk_ip = ferry_tests::loopback_ip(3);
+    let ports: Vec<UdpSocket> = (0..600)
+        .map(|_| {
+            let s = UdpSocket::bind((junk_ip, 0)).expect("bind a junk port");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let mut noise = |buf: &mut [u8]| {
+        for b in buf.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+    };
+    let send_junk = |s: &UdpSocket, i: usize, noise: &mut dyn FnMut(&mut [u8])| {
+        let mut buf = [0u8; 240];
+        let len = match i % 3 {
+            0 => 1,
+            1 => 240,
+            _ => {
+                noise(&mut buf[1..33]);
+                buf[0] = 0x24;
+                33
+            }
+        };
+        if i % 3 != 2 {
+            noise(&mut buf[..len]);
+        }
+        s.send_to(&buf[..len], pb).expect("send junk");
+    };
+    // The first 400 before A starts, the rest while A links.
+    for (i, s) in ports.iter().enumerate().take(400) {
+        send_junk(s, i, &mut noise);
+    }
+    let mut a = Node::rpc("A", &loopback_args(pa, &[pb]));
+    for (i, s) in ports.iter().enumerate().skip(400) {
+        send_junk(s, i, &mut noise);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let id = a.send(&code_b, "through the junk");
+    b.wait_received("through the junk", DELIVERY);
+    a.wait_delivered(&id, DELIVERY);
+    // Hello retries run for 7 s after a link-up: wait them out, then count the answers.
+    std::thread::sleep(Duration::from_secs(8));
+    let mut worst = (0, 0usize, 0usize);
+    for (i, s) in ports.iter().enumerate() {
+        let (mut n, mut bytes) = (0, 0);
+        let mut buf = [0u8; 2048];
+        while let Ok((len, _)) = s.recv_from(&mut buf) {
+            n += 1;
+            bytes += len;
+        }
+        if n > worst.1 {
+            worst = (i, n, bytes);
+        }
+        assert!(bytes <= 33 * n, "answers of more than 33 bytes to junk port #{i}");
+    }
+    assert!(worst.1 <= 1, "junk port #{} got {} answers ({} bytes)", worst.0, worst.1, worst.2);
+}
