@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use blake2::{Blake2s256, Digest};
 use ferry_proto::envelope::{self, Body, Identity, Path, Payload};
 use ferry_proto::hash;
+use ferry_proto::link::{FLAG_ASK, FLAG_CREDITS, LinkFrame, LinkHello, serial};
 use ferry_proto::segment;
 use ferry_proto::wire::{HelloRepr, Kind, MessageFrame, ReceiptRepr, SegmentRepr, SizeClass, SummaryRepr};
 
@@ -187,6 +188,41 @@ fn generate() -> String {
         let n = seg.emit(&mut b).unwrap();
         field(&mut out, &format!("receipt segment {i}"), &hex(&b[..n]));
     }
+    writeln!(out, "## link layer (SPEC §10)").unwrap();
+    // UDP: the datagram is the Ferry frame itself.
+    field(&mut out, "udp datagram", &hex(&r));
+    let link = |f: LinkFrame| {
+        let mut b = [0u8; 1202];
+        let n = f.emit(&mut b).unwrap();
+        b[..n].to_vec()
+    };
+    let on_serial = |f: &[u8]| {
+        let mut b = [0u8; 1300];
+        let n = serial::encode(f, &mut b).unwrap();
+        b[..n].to_vec()
+    };
+    let hello_a = LinkHello {
+        version: 1,
+        mtu: 1200,
+        flags: FLAG_CREDITS | FLAG_ASK,
+        session: [0xa1, 0xa2, 0xa3, 0xa4],
+        echo: [0; 4],
+    };
+    let hello_b = LinkHello { version: 1, mtu: 240, flags: 0, session: [0xb1, 0xb2, 0xb3, 0xb4], echo: hello_a.session };
+    let ha = link(LinkFrame::Hello(hello_a));
+    let hb = link(LinkFrame::Hello(hello_b));
+    let credit = link(LinkFrame::Credit(8));
+    let receipt_frame = link(LinkFrame::Frame(&r));
+    let summary_frame = link(LinkFrame::Frame(&s));
+    field(&mut out, "hello, asks, grants", &hex(&ha));
+    field(&mut out, "hello, answer", &hex(&hb));
+    field(&mut out, "credit 8", &hex(&credit));
+    field(&mut out, "frame(receipt)", &hex(&receipt_frame));
+    field(&mut out, "crc16/kermit(123456789)", &format!("{:04x}", serial::CRC.checksum(b"123456789")));
+    field(&mut out, "serial hello, asks", &hex(&on_serial(&ha)));
+    field(&mut out, "serial credit 8", &hex(&on_serial(&credit)));
+    field(&mut out, "serial frame(receipt)", &hex(&on_serial(&receipt_frame)));
+    field(&mut out, "serial frame(summary)", &hex(&on_serial(&summary_frame)));
     writeln!(out, "## sizes").unwrap();
     field(&mut out, "overhead contact", &envelope::fixed_overhead(Kind::Contact).to_string());
     field(&mut out, "overhead first", &envelope::fixed_overhead(Kind::FirstContact).to_string());
