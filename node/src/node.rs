@@ -13,8 +13,8 @@ use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 use ferry_proto::Instant;
 use ferry_proto::endpoint::{DeliveryState, Endpoint, Event, SendError};
 use ferry_proto::envelope::{Identity, PeerKey};
-use ferry_proto::router::{Config, HostRouter, LinkCaps, LinkId};
-use ferry_proto::wire::{MAX_FRAME_LEN, MessageId, SizeClass};
+use ferry_proto::router::{Config, HostRouter, LinkCaps, LinkId, Stranger, ValidatedHello};
+use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, MessageId, SizeClass};
 use serde_json::{Value, json};
 use static_cell::ConstStaticCell;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -194,6 +194,37 @@ struct State {
     pending: HashMap<MessageId, DeliveryState>,
     /// mDNS instances and their addresses (one node each).
     mdns: HashMap<String, Vec<SocketAddr>>,
+    /// Stateless answers to hellos from addresses without a link, to send
+    /// with the next flush (bounded by the router's answer rate).
+    answers: Vec<(SocketAddr, [u8; HELLO_LEN])>,
+}
+
+/// Learned links one host (an IPv4 address, an IPv6 /64) may hold: a host
+/// with many ports cannot take the whole link table.
+const LEARNED_PER_HOST: usize = 4;
+
+/// The host part of an address, for [`LEARNED_PER_HOST`].
+fn host_of(a: &SocketAddr) -> [u8; 16] {
+    match a {
+        SocketAddr::V4(v4) => v4.ip().to_ipv6_mapped().octets(),
+        SocketAddr::V6(v6) => {
+            let mut o = v6.ip().octets();
+            o[8..].fill(0);
+            o
+        }
+    }
+}
+
+/// The bytes a stateless cookie binds: the address and the port.
+fn addr_bytes(a: &SocketAddr) -> [u8; 18] {
+    let mut out = [0u8; 18];
+    let ip = match a {
+        SocketAddr::V4(v4) => v4.ip().to_ipv6_mapped().octets(),
+        SocketAddr::V6(v6) => v6.ip().octets(),
+    };
+    out[..16].copy_from_slice(&ip);
+    out[16..].copy_from_slice(&a.port().to_be_bytes());
+    out
 }
 
 fn unix_now() -> u64 {
@@ -225,8 +256,7 @@ impl State {
             }
             return Some(p.link);
         }
-        let link = LinkId(self.next_link);
-        self.next_link = self.next_link.wrapping_add(1);
+        let link = self.fresh_link_id();
         let now = self.now();
         let ok = match &mut self.core {
             Core::Endpoint(e) => e.handle_link_up(now, &mut self.rng, link, UDP_CAPS),
@@ -236,6 +266,17 @@ impl State {
             tracing::debug!("link table full or too many link-ups: ignoring a peer");
             return None;
         }
+        self.add_peer(addr, origin, link);
+        Some(link)
+    }
+
+    fn fresh_link_id(&mut self) -> LinkId {
+        let link = LinkId(self.next_link);
+        self.next_link = self.next_link.wrapping_add(1);
+        link
+    }
+
+    fn add_peer(&mut self, addr: SocketAddr, origin: Origin, link: LinkId) {
         tracing::debug!(%addr, ?origin, "link up");
         let t = TokioInstant::now();
         self.peers.insert(
@@ -250,7 +291,75 @@ impl State {
             },
         );
         self.by_link.insert(link, addr);
-        Some(link)
+    }
+
+    /// Bytes from an address with no link: the router answers hellos
+    /// statelessly and makes a link only for a hello that echoes its cookie
+    /// (SPEC §6.1), so junk from any number of addresses takes no link.
+    fn handle_stranger(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let now = self.now();
+        let addr = addr_bytes(&from);
+        let mut answer = [0u8; HELLO_LEN];
+        let r = match &mut self.core {
+            Core::Endpoint(e) => e.handle_stranger(now, &mut self.rng, &addr, bytes, &mut answer),
+            Core::Relay(r) => r.handle_stranger(now, &mut self.rng, &addr, bytes, &mut answer),
+        };
+        match r {
+            Stranger::Dropped => {}
+            Stranger::Answer(_) => self.answers.push((from, answer)),
+            Stranger::Validated(hello) => {
+                // One host gets a few learned links, not the table.
+                let host = host_of(&from);
+                let same_host: Vec<(SocketAddr, TokioInstant)> = self
+                    .peers
+                    .iter()
+                    .filter(|(a, p)| p.origin == Origin::Learned && host_of(a) == host)
+                    .map(|(a, p)| (*a, p.last_rx))
+                    .collect();
+                if same_host.len() >= LEARNED_PER_HOST
+                    && let Some((victim, _)) = same_host.iter().min_by_key(|(_, t)| *t)
+                {
+                    self.link_down(*victim);
+                }
+                if !self.accept(now, from, hello) {
+                    if let Some(victim) = self.eviction_victim() {
+                        self.link_down(victim);
+                    }
+                    if !self.accept(now, from, hello) {
+                        tracing::debug!("link table full: a validated peer waits for a free link");
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant, from: SocketAddr, hello: ValidatedHello) -> bool {
+        let link = self.fresh_link_id();
+        let ok = match &mut self.core {
+            Core::Endpoint(e) => e.accept_stranger(now, &mut self.rng, link, UDP_CAPS, hello),
+            Core::Relay(r) => r.accept_stranger(now, &mut self.rng, link, UDP_CAPS, hello),
+        };
+        if ok {
+            self.add_peer(from, Origin::Learned, link);
+        }
+        ok
+    }
+
+    /// The table is full and a validated peer knocks: a learned link goes,
+    /// from the host that holds the most of them, the one idle longest.
+    /// Static and mDNS links are never evicted for a learned one.
+    fn eviction_victim(&self) -> Option<SocketAddr> {
+        let mut per_host: HashMap<[u8; 16], usize> = HashMap::new();
+        for (a, p) in &self.peers {
+            if p.origin == Origin::Learned {
+                *per_host.entry(host_of(a)).or_default() += 1;
+            }
+        }
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.origin == Origin::Learned)
+            .max_by_key(|(a, p)| (per_host.get(&host_of(a)).copied().unwrap_or(0), std::cmp::Reverse(p.last_rx)))
+            .map(|(a, _)| *a)
     }
 
     fn link_down(&mut self, addr: SocketAddr) {
@@ -274,10 +383,12 @@ impl State {
     }
 
     fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
-        let Some(link) = self.link_up(from, Origin::Learned) else { return };
-        if let Some(p) = self.peers.get_mut(&from) {
-            p.last_rx = TokioInstant::now();
-        }
+        let Some(p) = self.peers.get_mut(&from) else {
+            self.handle_stranger(from, bytes);
+            return;
+        };
+        p.last_rx = TokioInstant::now();
+        let link = p.link;
         let now = self.now();
         let _ = match &mut self.core {
             Core::Endpoint(e) => e.handle_frame(now, &mut self.rng, link, bytes),
@@ -416,6 +527,9 @@ impl State {
     async fn flush<L: Link>(&mut self, link: &L, scratch: &mut Vec<u8>, out: &mut Datagrams) {
         let now = self.now();
         out.clear();
+        for (to, hello) in self.answers.drain(..) {
+            out.push(to, &hello);
+        }
         loop {
             let start = out.bytes.len();
             out.bytes.resize(start + MAX_FRAME_LEN, 0);
@@ -763,6 +877,7 @@ pub fn spawn_on<L: Link>(
         strangers: HashMap::new(),
         pending: HashMap::new(),
         mdns: HashMap::new(),
+        answers: Vec::new(),
     };
     // Named contacts with their saved tag counters.
     if let (Core::Endpoint(ep), Some(book)) = (&mut state.core, &state.book) {

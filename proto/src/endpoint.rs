@@ -16,7 +16,10 @@ use heapless::{Deque, String, Vec};
 use rand_core::CryptoRng;
 
 use crate::envelope::{self, Body, Identity, OpenError, Path, Payload, PeerKey, SealError};
-use crate::router::{self, Event as RouterEvent, FrameError, LinkCaps, LinkId, Outcome, Router, SubmitError, Transmit};
+use crate::router::{
+    self, Event as RouterEvent, FrameError, LinkCaps, LinkId, Outcome, Router, Stranger, SubmitError, Transmit,
+    ValidatedHello,
+};
 use crate::time::{Duration, Instant};
 use crate::wire::{
     DEFAULT_LIFETIME_SECS, HOPS_MIN, HOPS_SPREAD, Kind, MAX_FRAME_LEN, MAX_LIFETIME_SECS, MessageFrame, MessageId,
@@ -156,6 +159,24 @@ pub trait Carrier {
     fn handle_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError>;
     /// See [`Router::handle_link_up`].
     fn handle_link_up(&mut self, now: Instant, rng: router::RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool;
+    /// See [`Router::handle_stranger`].
+    fn handle_stranger(
+        &mut self,
+        now: Instant,
+        rng: router::RngRef<'_>,
+        addr: &[u8],
+        bytes: &[u8],
+        out: &mut [u8],
+    ) -> Stranger;
+    /// See [`Router::accept_stranger`].
+    fn accept_stranger(
+        &mut self,
+        now: Instant,
+        rng: router::RngRef<'_>,
+        link: LinkId,
+        caps: LinkCaps,
+        hello: ValidatedHello,
+    ) -> bool;
     /// See [`Router::handle_link_down`].
     fn handle_link_down(&mut self, now: Instant, link: LinkId);
     /// See [`Router::handle_timeout`].
@@ -184,6 +205,26 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     }
     fn handle_link_up(&mut self, now: Instant, rng: router::RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
         Router::handle_link_up(self, now, rng, link, caps)
+    }
+    fn handle_stranger(
+        &mut self,
+        now: Instant,
+        rng: router::RngRef<'_>,
+        addr: &[u8],
+        bytes: &[u8],
+        out: &mut [u8],
+    ) -> Stranger {
+        Router::handle_stranger(self, now, rng, addr, bytes, out)
+    }
+    fn accept_stranger(
+        &mut self,
+        now: Instant,
+        rng: router::RngRef<'_>,
+        link: LinkId,
+        caps: LinkCaps,
+        hello: ValidatedHello,
+    ) -> bool {
+        Router::accept_stranger(self, now, rng, link, caps, hello)
     }
     fn handle_link_down(&mut self, now: Instant, link: LinkId) {
         Router::handle_link_down(self, now, link)
@@ -221,6 +262,26 @@ impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
     }
     fn handle_link_up(&mut self, now: Instant, rng: router::RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
         (**self).handle_link_up(now, rng, link, caps)
+    }
+    fn handle_stranger(
+        &mut self,
+        now: Instant,
+        rng: router::RngRef<'_>,
+        addr: &[u8],
+        bytes: &[u8],
+        out: &mut [u8],
+    ) -> Stranger {
+        (**self).handle_stranger(now, rng, addr, bytes, out)
+    }
+    fn accept_stranger(
+        &mut self,
+        now: Instant,
+        rng: router::RngRef<'_>,
+        link: LinkId,
+        caps: LinkCaps,
+        hello: ValidatedHello,
+    ) -> bool {
+        (**self).accept_stranger(now, rng, link, caps, hello)
     }
     fn handle_link_down(&mut self, now: Instant, link: LinkId) {
         (**self).handle_link_down(now, link)
@@ -578,6 +639,31 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     #[must_use]
     pub fn handle_link_up<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, link: LinkId, caps: LinkCaps) -> bool {
         self.router.handle_link_up(now, rng, link, caps)
+    }
+
+    /// See [`Router::handle_stranger`].
+    pub fn handle_stranger<G: CryptoRng>(
+        &mut self,
+        now: Instant,
+        rng: &mut G,
+        addr: &[u8],
+        bytes: &[u8],
+        out: &mut [u8],
+    ) -> Stranger {
+        self.router.handle_stranger(now, rng, addr, bytes, out)
+    }
+
+    /// See [`Router::accept_stranger`].
+    #[must_use]
+    pub fn accept_stranger<G: CryptoRng>(
+        &mut self,
+        now: Instant,
+        rng: &mut G,
+        link: LinkId,
+        caps: LinkCaps,
+        hello: ValidatedHello,
+    ) -> bool {
+        self.router.accept_stranger(now, rng, link, caps, hello)
     }
 
     /// See [`Router::handle_link_down`].

@@ -65,3 +65,21 @@ pub fn link_salt(a: &[u8; 16], b: &[u8; 16]) -> [u8; 16] {
     h.update(hi);
     truncate(&h.finalize())
 }
+
+/// A stateless address-validation cookie (SPEC §6.1): the nonce a node puts
+/// in its answer to a frame from an address it has no link for.
+/// `BLAKE2s("ferry/v1/cookie\0" || key || epoch || len(addr) || addr)[..16]`,
+/// with `epoch` big-endian and `len(addr)` one byte (addresses of more than
+/// 255 bytes are cut there). Only the node that knows `key` can make or
+/// check one; it changes every epoch. Nodes do not need to agree on it: only
+/// its maker checks it.
+pub fn cookie(key: &[u8; 16], epoch: u32, addr: &[u8]) -> [u8; 16] {
+    let addr = addr.get(..255).unwrap_or(addr);
+    let mut h = Blake2s256::new();
+    h.update(b"ferry/v1/cookie\0");
+    h.update(key);
+    h.update(epoch.to_be_bytes());
+    h.update([u8::try_from(addr.len()).unwrap_or(u8::MAX)]);
+    h.update(addr);
+    truncate(&h.finalize())
+}

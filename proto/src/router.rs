@@ -75,6 +75,9 @@ pub struct Config {
     pub own_quota: usize,
     /// Link-ups accepted per second (bounds hellos to new addresses).
     pub link_ups_per_sec: u32,
+    /// Frames from addresses without a link answered per second, statelessly
+    /// (SPEC §6.1); beyond it they are dropped unanswered.
+    pub stranger_answers_per_sec: u32,
     /// On a broadcast link, a relayed message or receipt is held back for
     /// a delay drawn from `0..=broadcast_defer` (per node and per id) and
     /// then sent only if fewer than `broadcast_copies` copies of it were
@@ -127,6 +130,7 @@ impl Config {
         resync: Duration::from_millis(15_000),
         own_quota: 16,
         link_ups_per_sec: 64,
+        stranger_answers_per_sec: 256,
         broadcast_defer: Duration::from_millis(100),
         broadcast_copies: 3,
         receipt_copies: 3,
@@ -292,6 +296,37 @@ pub struct Stats {
     pub suppressed: u64,
     /// New messages over their link's `far_rate`, sent on with `near_hops`.
     pub shortened: u64,
+    /// Frames from addresses without a link answered with a cookie hello.
+    pub stranger_answers: u64,
+    /// Datagrams from addresses without a link dropped unanswered (not a
+    /// Ferry frame of at least 33 bytes, or over `stranger_answers_per_sec`).
+    pub stranger_dropped: u64,
+    /// Links made from a hello that echoed a valid cookie.
+    pub stranger_links: u64,
+}
+
+/// What [`Router::handle_stranger`] did with bytes from an address that has
+/// no link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stranger {
+    /// Dropped, unanswered: not a Ferry frame of at least 33 bytes, or over
+    /// the answer rate.
+    Dropped,
+    /// Send these first bytes of `out` (a 33-byte hello) back to the
+    /// address. Nothing was kept.
+    Answer(usize),
+    /// The hello echoed a cookie of ours for this address: the peer
+    /// receives there. Make the link with [`Router::accept_stranger`].
+    Validated(ValidatedHello),
+}
+
+/// A hello that echoed a valid cookie: only [`Router::handle_stranger`]
+/// makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidatedHello {
+    cookie: [u8; 16],
+    peer_nonce: [u8; 16],
+    len: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -613,6 +648,10 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     next_sweep: Instant,
     last_sweep: Instant,
     link_ups: (Instant, u32),
+    /// Key of the stateless cookies (drawn with the seen table's key).
+    cookie_key: [u8; 16],
+    /// Stateless answers in the current second.
+    stranger_answers: (Instant, u32),
     stats: Stats,
 }
 
@@ -682,6 +721,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             next_sweep: Instant::FAR_FUTURE,
             last_sweep: Instant::ZERO,
             link_ups: (Instant::ZERO, 0),
+            cookie_key: [0; 16],
+            stranger_answers: (Instant::ZERO, 0),
             stats: Stats {
                 frames_in: 0,
                 malformed: 0,
@@ -696,6 +737,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 amplification_blocked: 0,
                 suppressed: 0,
                 shortened: 0,
+                stranger_answers: 0,
+                stranger_dropped: 0,
+                stranger_links: 0,
             },
         }
     }
@@ -847,6 +891,111 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// [`Config::link_ups_per_sec`]; the driver should then drop the link.
     #[must_use]
     pub fn handle_link_up(&mut self, now: Instant, rng: RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
+        self.new_link(now, rng, link, caps).is_some()
+    }
+
+    /// Cookies are valid in the epoch they were made and the next one:
+    /// 10 to 20 s, many round trips even on a slow link.
+    const COOKIE_EPOCH_MS: u64 = 10_000;
+
+    fn cookie_epoch(now: Instant) -> u32 {
+        u32::try_from(now.millis() / Self::COOKIE_EPOCH_MS).unwrap_or(u32::MAX)
+    }
+
+    /// Bytes from an address that has no link (SPEC §6.1, stateless
+    /// validation). Nothing is kept for such an address until it proves it
+    /// receives there. A well-formed Ferry frame of at least 33 bytes is
+    /// answered with one hello whose nonce is a *cookie* (a keyed hash of
+    /// the address and the time epoch, that only this node can make) and
+    /// that echoes the frame's nonce if it is a hello (zeros otherwise: a
+    /// peer that believes it has a link to us, after our restart, learns
+    /// that it must greet us again). Anything else is dropped. A hello that
+    /// echoes a valid cookie for its address is [`Stranger::Validated`].
+    /// `addr` is the driver's name for the address (a UDP address's bytes,
+    /// say); `out` takes the answer (33 bytes).
+    ///
+    /// A source gets at most one 33-byte hello per frame of at least 33
+    /// bytes it sends (no amplification), and at most
+    /// [`Config::stranger_answers_per_sec`] answers go out in all.
+    pub fn handle_stranger(
+        &mut self,
+        now: Instant,
+        rng: RngRef<'_>,
+        addr: &[u8],
+        bytes: &[u8],
+        out: &mut [u8],
+    ) -> Stranger {
+        self.seed(&mut *rng);
+        let hello = HelloRepr::parse(bytes).ok();
+        let epoch = Self::cookie_epoch(now);
+        if let Some(h) = hello
+            && [epoch, epoch.saturating_sub(1)].iter().any(|&e| hash::cookie(&self.cookie_key, e, addr) == h.echo)
+        {
+            return Stranger::Validated(ValidatedHello {
+                cookie: h.echo,
+                peer_nonce: h.nonce,
+                len: u16::try_from(bytes.len()).unwrap_or(u16::MAX),
+            });
+        }
+        if bytes.len() < HELLO_LEN || crate::wire::classify(bytes).is_err() {
+            self.stats.stranger_dropped = self.stats.stranger_dropped.saturating_add(1);
+            return Stranger::Dropped;
+        }
+        if now.saturating_since(self.stranger_answers.0) >= Duration::from_secs(1) {
+            self.stranger_answers = (now, 0);
+        }
+        if self.stranger_answers.1 >= self.config.stranger_answers_per_sec {
+            self.stats.stranger_dropped = self.stats.stranger_dropped.saturating_add(1);
+            return Stranger::Dropped;
+        }
+        let answer =
+            HelloRepr { nonce: hash::cookie(&self.cookie_key, epoch, addr), echo: hello.map_or([0; 16], |h| h.nonce) };
+        match answer.emit(out) {
+            Ok(n) => {
+                self.stranger_answers.1 = self.stranger_answers.1.saturating_add(1);
+                self.stats.stranger_answers = self.stats.stranger_answers.saturating_add(1);
+                Stranger::Answer(n)
+            }
+            Err(_) => Stranger::Dropped,
+        }
+    }
+
+    /// Make the link a validated hello asked for, under `link` (point to
+    /// point: `caps.broadcast` is ignored). It is validated at once and its
+    /// summary exchange starts. `false`: the link table is full, or link-ups
+    /// are over their rate; free a link and try again, or drop it.
+    #[must_use]
+    pub fn accept_stranger(
+        &mut self,
+        now: Instant,
+        rng: RngRef<'_>,
+        link: LinkId,
+        caps: LinkCaps,
+        hello: ValidatedHello,
+    ) -> bool {
+        let caps = LinkCaps { broadcast: false, ..caps };
+        let Some(li) = self.new_link(now, rng, link, caps) else {
+            return false;
+        };
+        let resync = self.config.resync;
+        if let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) {
+            // Our nonce on this link is the cookie the peer echoed: both
+            // sides derive the salt from the same two nonces.
+            l.nonce = hello.cookie;
+            l.peer_nonce = Some(hello.peer_nonce);
+            l.salt = hash::link_salt(&hello.cookie, &hello.peer_nonce);
+            l.validated = true;
+            l.hello_due = None;
+            l.summary_cursor = Some(0);
+            l.next_resync = now.saturating_add(resync);
+            l.rx_bytes = u64::from(hello.len);
+        }
+        self.stats.stranger_links = self.stats.stranger_links.saturating_add(1);
+        true
+    }
+
+    /// A new link in a free slot, greeted with a hello unless broadcast.
+    fn new_link(&mut self, now: Instant, rng: RngRef<'_>, link: LinkId, caps: LinkCaps) -> Option<usize> {
         self.seed(&mut *rng);
         if self.link_index(link).is_some() {
             self.handle_link_down(now, link);
@@ -855,11 +1004,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             self.link_ups = (now, 0);
         }
         if self.link_ups.1 >= self.config.link_ups_per_sec {
-            return false;
+            return None;
         }
-        let Some(free) = self.links.iter().position(Option::is_none) else {
-            return false;
-        };
+        let free = self.links.iter().position(Option::is_none)?;
         self.link_ups.1 = self.link_ups.1.saturating_add(1);
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
@@ -906,7 +1053,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         for m in self.large.meta.iter_mut().flatten() {
             m.peer_has &= bit;
         }
-        true
+        Some(free)
     }
 
     /// A link went down: its queue, partial frames and summary state go.
@@ -1731,7 +1878,10 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// enters them; a driver that submits frames itself should call it
     /// first.
     pub fn seed(&mut self, rng: RngRef<'_>) {
-        self.seen.seed(rng);
+        self.seen.seed(&mut *rng);
+        if self.cookie_key == [0; 16] {
+            rng.fill_bytes(&mut self.cookie_key);
+        }
     }
 
     /// Run timers: due receipts, hello retries, expiry of stored messages,

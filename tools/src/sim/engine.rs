@@ -106,6 +106,7 @@ pub fn router_config(sc: &Scenario) -> Config {
         resync: o.resync_ms.map_or(d.resync, Duration::from_millis),
         own_quota: o.own_quota.unwrap_or(d.own_quota),
         link_ups_per_sec: o.link_ups_per_sec.unwrap_or(d.link_ups_per_sec),
+        stranger_answers_per_sec: d.stranger_answers_per_sec,
         broadcast_defer: o.broadcast_defer_ms.map_or(d.broadcast_defer, Duration::from_millis),
         broadcast_copies: o.broadcast_copies.unwrap_or(d.broadcast_copies),
         receipt_copies: o.receipt_copies.unwrap_or(d.receipt_copies),
