@@ -208,7 +208,8 @@ fn generate() -> String {
         session: [0xa1, 0xa2, 0xa3, 0xa4],
         echo: [0; 4],
     };
-    let hello_b = LinkHello { version: 1, mtu: 240, flags: 0, session: [0xb1, 0xb2, 0xb3, 0xb4], echo: hello_a.session };
+    let hello_b =
+        LinkHello { version: 1, mtu: 240, flags: 0, session: [0xb1, 0xb2, 0xb3, 0xb4], echo: hello_a.session };
     let ha = link(LinkFrame::Hello(hello_a));
     let hb = link(LinkFrame::Hello(hello_b));
     let credit = link(LinkFrame::Credit(8));

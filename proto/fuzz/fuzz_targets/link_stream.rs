@@ -6,10 +6,10 @@
 //! session's counts stay within its window.
 #![no_main]
 
+use ferry_fuzz::TestRng;
 use ferry_proto::link::serial::{self, Deframer, MaxDeframer};
 use ferry_proto::link::{CONTROL_LEN, LinkFrame, MAX_LINK_FRAME, Session, SessionConfig};
 use ferry_proto::time::Instant;
-use ferry_fuzz::TestRng;
 use libfuzzer_sys::fuzz_target;
 
 const WINDOW: u16 = 3;
