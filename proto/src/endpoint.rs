@@ -187,6 +187,10 @@ pub trait Carrier {
     fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool;
     /// See [`Router::poll_transmit`].
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
+    /// See [`Router::poll_transmit_link`].
+    fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit>;
+    /// See [`Router::set_pull`].
+    fn set_pull(&mut self, link: LinkId, pull: bool);
     /// See [`Router::poll_event`].
     fn poll_event(&mut self) -> Option<RouterEvent>;
     /// See [`Router::poll_timeout`].
@@ -240,6 +244,12 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         Router::poll_transmit(self, now, buf)
+    }
+    fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
+        Router::poll_transmit_link(self, now, link, buf)
+    }
+    fn set_pull(&mut self, link: LinkId, pull: bool) {
+        Router::set_pull(self, link, pull)
     }
     fn poll_event(&mut self) -> Option<RouterEvent> {
         Router::poll_event(self)
@@ -297,6 +307,12 @@ impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         (**self).poll_transmit(now, buf)
+    }
+    fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
+        (**self).poll_transmit_link(now, link, buf)
+    }
+    fn set_pull(&mut self, link: LinkId, pull: bool) {
+        (**self).set_pull(link, pull)
     }
     fn poll_event(&mut self) -> Option<RouterEvent> {
         (**self).poll_event()
@@ -746,6 +762,18 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         let t = self.router.poll_transmit(now, buf);
         self.drain_router_events();
         t
+    }
+
+    /// See [`Router::poll_transmit_link`].
+    pub fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.router.poll_transmit_link(now, link, buf);
+        self.drain_router_events();
+        t
+    }
+
+    /// See [`Router::set_pull`].
+    pub fn set_pull(&mut self, link: LinkId, pull: bool) {
+        self.router.set_pull(link, pull);
     }
 
     /// The next event for the user.

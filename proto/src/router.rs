@@ -576,6 +576,10 @@ struct Link<const Q: usize> {
     tx: Vec<u8, MAX_FRAME_LEN>,
     seg: Option<TxSeg>,
     next_frag: u8,
+    /// Frames for this link are pulled with `poll_transmit_link` only
+    /// (a link with flow control or credits), never handed out by
+    /// `poll_transmit`.
+    pull: bool,
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst`.
@@ -1042,6 +1046,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             tx: Vec::new(),
             seg: None,
             next_frag: 0,
+            pull: false,
         };
         if let Some(s) = self.links.get_mut(free) {
             *s = Some(state);
@@ -2003,6 +2008,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         let n = LINKS;
         for step in 0..n {
             let li = self.rr.wrapping_add(step).checked_rem(n).unwrap_or(0);
+            if self.links.get(li).and_then(Option::as_ref).is_none_or(|l| l.pull) {
+                continue;
+            }
             if let Some(t) = self.transmit_on(now, li, buf) {
                 self.rr = li.wrapping_add(1);
                 self.stats.frames_out = self.stats.frames_out.saturating_add(1);
@@ -2011,6 +2019,30 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             }
         }
         None
+    }
+
+    /// The next frame (or segment) for one link, whether or not it is a
+    /// pull link: for a driver whose link can take a frame now (it has a
+    /// credit, its line is free). Same order as [`Router::poll_transmit`]
+    /// within the link.
+    pub fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
+        if !self.deferred.is_empty() {
+            self.release_deferred(now);
+        }
+        let li = self.link_index(link)?;
+        let t = self.transmit_on(now, li, buf)?;
+        self.stats.frames_out = self.stats.frames_out.saturating_add(1);
+        self.stats.bytes_out = self.stats.bytes_out.saturating_add(t.len as u64);
+        Some(t)
+    }
+
+    /// Make `link` a pull link (or not): [`Router::poll_transmit`] skips
+    /// it, and its frames come only from [`Router::poll_transmit_link`].
+    /// For links that pace themselves (serial with credits, BLE).
+    pub fn set_pull(&mut self, link: LinkId, pull: bool) {
+        if let Some(l) = self.link_index(link).and_then(|i| self.links.get_mut(i)).and_then(Option::as_mut) {
+            l.pull = pull;
+        }
     }
 
     /// Produce the next datagram for link `li`.
