@@ -30,7 +30,13 @@ pub enum AppError {
 }
 
 fn options(cli: &Cli) -> Options {
-    Options { listen: cli.listen, peers: cli.peers.clone(), mdns: !cli.no_mdns, store_kib: cli.store_kib }
+    Options {
+        listen: cli.listen,
+        peers: cli.peers.clone(),
+        mdns: !cli.no_mdns,
+        store_kib: cli.store_kib,
+        serial: cli.serial.clone(),
+    }
 }
 
 /// The identity and address book the flags ask for.

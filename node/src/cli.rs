@@ -22,6 +22,11 @@ pub struct Cli {
     /// A static peer (repeatable).
     #[arg(long = "peer", global = true, value_name = "ADDR:PORT")]
     pub peers: Vec<SocketAddr>,
+    /// A serial device as one more link (repeatable): `PATH` or `PATH:BAUD`
+    /// (default 115200), e.g. a relay dongle on `/dev/ttyACM0`. A device that
+    /// is missing or busy is retried every 2 s; the node runs meanwhile.
+    #[arg(long = "serial", global = true, value_name = "PATH[:BAUD]")]
+    pub serial: Vec<crate::serial::SerialSpec>,
     /// Neither advertise nor browse mDNS.
     #[arg(long, global = true)]
     pub no_mdns: bool,

@@ -1,5 +1,5 @@
 //! The `ferry` program: a tokio driver around the `ferry-proto` state
-//! machine, with UDP links, mDNS discovery, a JSON-RPC API, a line-based chat
+//! machine, with UDP and serial links, mDNS discovery, a JSON-RPC API, a line-based chat
 //! and a headless relay mode.
 //!
 //! The protocol logic lives in `ferry-proto`; everything here is I/O:
@@ -16,4 +16,5 @@ pub mod mdns;
 pub mod node;
 pub mod rpc;
 pub mod sanitize;
+pub mod serial;
 pub mod udp;

@@ -23,6 +23,7 @@ use tokio::time::Instant as TokioInstant;
 use crate::book::Book;
 use crate::link::{Datagrams, Link};
 use crate::mdns::{Discovery, DiscoveryEvent};
+use crate::serial::{Port, PortEvent, SerialSpec};
 use crate::udp::Udp;
 
 /// The endpoint size the daemon uses: 1024 contacts (16384 tags), 1024
@@ -79,6 +80,8 @@ pub struct Options {
     pub mdns: bool,
     /// Memory for held messages in KiB (`None`: all the router has).
     pub store_kib: Option<u32>,
+    /// Serial devices, each one more link of the same router.
+    pub serial: Vec<SerialSpec>,
 }
 
 /// The router configuration for a store budget of `kib` KiB, split between
@@ -197,6 +200,18 @@ struct State {
     /// Stateless answers to hellos from addresses without a link, to send
     /// with the next flush (bounded by the router's answer rate).
     answers: Vec<(SocketAddr, [u8; HELLO_LEN])>,
+    /// Serial ports (`--serial`), each with its router link while up.
+    ports: Vec<PortLink>,
+    serial_by_link: HashMap<LinkId, usize>,
+}
+
+/// A serial port as the node sees it.
+#[derive(Debug)]
+struct PortLink {
+    port: Port,
+    /// The router's link while the port's link session is up.
+    link: Option<LinkId>,
+    up_since: TokioInstant,
 }
 
 /// Learned links one host (an IPv4 address, an IPv6 /64) may hold: a host
@@ -555,7 +570,92 @@ impl State {
             link.send(out, scratch).await;
             out.clear();
         }
+        self.pull_serial();
         self.drain_events();
+    }
+
+    /// Frames for the serial ports, as many as each port's queue takes: the
+    /// port writes them as its peer grants credit, and says `Ready` when it
+    /// has room again. What is not pulled stays in the router's queue.
+    fn pull_serial(&mut self) {
+        let now = self.now();
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        for p in &self.ports {
+            let Some(link) = p.link else { continue };
+            while p.port.tx.capacity() > 0 {
+                let t = match &mut self.core {
+                    Core::Endpoint(e) => e.poll_transmit_link(now, link, &mut buf),
+                    Core::Relay(r) => r.poll_transmit_link(now, link, &mut buf),
+                };
+                let Some(t) = t else { break };
+                if p.port.tx.try_send(buf[..t.len].to_vec()).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn handle_port(&mut self, ev: PortEvent) {
+        let now = self.now();
+        match ev {
+            PortEvent::Up { port, mtu } => {
+                let Some(p) = self.ports.get(port) else { return };
+                if let Some(old) = p.link {
+                    self.port_down(port, old);
+                }
+                let link = self.fresh_link_id();
+                let caps =
+                    LinkCaps { mtu: mtu.min(MAX_FRAME_LEN as u16), broadcast: false, max_class: SizeClass::Large };
+                let ok = match &mut self.core {
+                    Core::Endpoint(e) => e.handle_link_up(now, &mut self.rng, link, caps),
+                    Core::Relay(r) => r.handle_link_up(now, &mut self.rng, link, caps),
+                };
+                if !ok {
+                    tracing::warn!(
+                        "serial {}: the link table is full; the port waits",
+                        self.ports[port].port.spec.path.display()
+                    );
+                    return;
+                }
+                match &mut self.core {
+                    Core::Endpoint(e) => e.set_pull(link, true),
+                    Core::Relay(r) => r.set_pull(link, true),
+                }
+                if let Some(p) = self.ports.get_mut(port) {
+                    p.link = Some(link);
+                    p.up_since = TokioInstant::now();
+                    tracing::info!("serial {}: link up (peer MTU {mtu})", p.port.spec.path.display());
+                }
+                self.serial_by_link.insert(link, port);
+            }
+            PortEvent::Down { port } => {
+                if let Some(link) = self.ports.get(port).and_then(|p| p.link) {
+                    self.port_down(port, link);
+                }
+            }
+            PortEvent::Frame { port, bytes } => {
+                let Some(link) = self.ports.get(port).and_then(|p| p.link) else { return };
+                let _ = match &mut self.core {
+                    Core::Endpoint(e) => e.handle_frame(now, &mut self.rng, link, &bytes),
+                    Core::Relay(r) => r.handle_frame(now, link, &bytes).map(|_| ()),
+                };
+                self.drain_events();
+            }
+            PortEvent::Ready { .. } => {}
+        }
+    }
+
+    fn port_down(&mut self, port: usize, link: LinkId) {
+        let now = self.now();
+        match &mut self.core {
+            Core::Endpoint(e) => e.handle_link_down(now, link),
+            Core::Relay(r) => r.handle_link_down(now, link),
+        }
+        self.serial_by_link.remove(&link);
+        if let Some(p) = self.ports.get_mut(port) {
+            p.link = None;
+            tracing::info!("serial {}: link down", p.port.spec.path.display());
+        }
     }
 
     fn note(&self, method: &str, params: Value) {
@@ -664,6 +764,18 @@ impl State {
                 })
             })
             .collect();
+        for p in &self.ports {
+            let status = p.port.status.lock().map(|s| s.clone()).unwrap_or_default();
+            list.push(json!({
+                "kind": "serial",
+                "device": p.port.spec.path.display().to_string(),
+                "found_by": "configured",
+                "age_secs": p.link.map(|_| t.duration_since(p.up_since).as_secs()),
+                "validated": p.link.is_some_and(|l| valid.contains(&l)),
+                "open": status.open,
+                "problem": status.problem,
+            }));
+        }
         list.sort_by_key(|v| v["age_secs"].as_u64());
         Value::Array(list)
     }
@@ -683,6 +795,21 @@ impl State {
             "malformed": s.malformed, "bad_id": s.bad_id, "duplicates": s.duplicates,
             "rate_limited": s.rate_limited, "receipts_valid": s.receipts_valid,
             "receipts_refused": s.receipts_refused, "evictions": s.evictions,
+            "stranger_answers": s.stranger_answers, "stranger_dropped": s.stranger_dropped,
+            "stranger_links": s.stranger_links,
+            "serial": self.ports.iter().map(|p| {
+                let st = p.port.status.lock().map(|s| s.clone()).unwrap_or_default();
+                json!({
+                    "device": p.port.spec.path.display().to_string(),
+                    "open": st.open, "opens": st.opens, "up": p.link.is_some(),
+                    "frames_in": st.frames_in, "frames_out": st.frames_out,
+                    "dropped": st.dropped, "crc_errors": st.crc_errors, "malformed": st.malformed,
+                    "hellos_in": st.session.hellos_in, "hellos_out": st.session.hellos_out,
+                    "peer_sessions": st.session.peer_sessions, "restarts": st.session.restarts,
+                    "frames_early": st.session.frames_early, "frames_overrun": st.session.frames_overrun,
+                    "frames_too_long": st.session.frames_too_long,
+                })
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -878,7 +1005,15 @@ pub fn spawn_on<L: Link>(
         pending: HashMap::new(),
         mdns: HashMap::new(),
         answers: Vec::new(),
+        ports: Vec::new(),
+        serial_by_link: HashMap::new(),
     };
+    let (port_tx, mut port_rx) = mpsc::channel::<PortEvent>(64);
+    for (i, spec) in options.serial.iter().enumerate() {
+        let port = crate::serial::spawn(i, spec.clone(), port_tx.clone());
+        state.ports.push(PortLink { port, link: None, up_since: TokioInstant::now() });
+    }
+    drop(port_tx);
     // Named contacts with their saved tag counters.
     if let (Core::Endpoint(ep), Some(book)) = (&mut state.core, &state.book) {
         for e in book.contacts() {
@@ -918,6 +1053,14 @@ pub fn spawn_on<L: Link>(
                     inbox.clear();
                 }
                 () = sleep => state.handle_timeout(),
+                Some(ev) = port_rx.recv() => {
+                    state.handle_port(ev);
+                    // Frames come in bursts: take what is already there.
+                    for _ in 1..REQUEST_BATCH {
+                        let Ok(ev) = port_rx.try_recv() else { break };
+                        state.handle_port(ev);
+                    }
+                }
                 req = req_rx.recv() => match req {
                     Some(req) => {
                         let result = state.handle_request(&req.method, &req.params);

@@ -23,7 +23,7 @@ fn person() -> Mode {
 }
 
 fn opts(peers: Vec<SocketAddr>) -> Options {
-    Options { listen: None, peers, mdns: false, store_kib: None }
+    Options { listen: None, peers, mdns: false, store_kib: None, serial: Vec::new() }
 }
 
 async fn note(rx: &mut broadcast::Receiver<Arc<str>>, method: &str, within: Duration) -> Option<Value> {

@@ -8,6 +8,8 @@
 //!
 //! Every wait here has a timeout; nothing blocks forever.
 
+pub mod serial_wire;
+
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};

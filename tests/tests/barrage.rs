@@ -1,11 +1,12 @@
-//! A stranger throws 20,000 junk and near-valid datagrams at a node; it must keep working, stay small and
+//! A stranger throws junk at a node: before it answers the node's cookie, none of it is parsed; then, as a
+//! validated neighbour, 20,000 junk and near-valid datagrams. The node must keep working, stay small and
 //! count what it refused.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use ferry_proto::wire::{Kind, MessageFrame, SizeClass};
-use ferry_tests::{Node, free_udp_addr, json, loopback_args};
+use ferry_tests::{Node, eventually, free_udp_addr, json, loopback_args};
 
 const DELIVERY: Duration = Duration::from_secs(12);
 const DATAGRAMS: usize = 20_000;
@@ -119,6 +120,42 @@ fn junk_barrage_from_a_stranger() {
 
     let stranger = UdpSocket::bind((ferry_tests::loopback_ip(9), 0)).expect("bind the stranger's socket");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
+    // Before it answers A's cookie, the stranger's junk is not even parsed:
+    // it takes no link and gets nothing back.
+    for _ in 0..200 {
+        let d = junk(&mut rng, &mut [0usize; 6]);
+        stranger.send_to(&d, pa).expect("send");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let early = a.ok("stats", json!({}));
+    assert!(early["stranger_dropped"].as_u64() > before["stranger_dropped"].as_u64(), "{before} -> {early}");
+    assert_eq!(early["malformed"], before["malformed"], "junk from an unvalidated address was parsed");
+    // Then it does the stateless handshake (SPEC §6.1) like a real peer, and
+    // barrages as a validated neighbour: the parsers get all of it.
+    let mut nonce = [0u8; 16];
+    rng.fill(&mut nonce);
+    let mut hello = vec![0x24u8];
+    hello.extend_from_slice(&nonce);
+    hello.extend_from_slice(&[0; 16]);
+    stranger.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let mut buf = [0u8; 2048];
+    let cookie = loop {
+        stranger.send_to(&hello, pa).expect("send the hello");
+        let (n, _) = stranger.recv_from(&mut buf).expect("A answers a hello");
+        if n == 33 && buf[0] == 0x24 && buf[17..33] == nonce {
+            break buf[1..17].to_vec();
+        }
+    };
+    let mut answer = vec![0x24u8];
+    answer.extend_from_slice(&nonce);
+    answer.extend_from_slice(&cookie);
+    stranger.send_to(&answer, pa).expect("echo the cookie");
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            a.ok("stats", json!({}))["stranger_links"].as_u64() > before["stranger_links"].as_u64()
+        }),
+        "A made no link for the stranger that echoed its cookie"
+    );
     let mut kinds = [0usize; 6];
     let start = Instant::now();
     let mut send_errors = 0usize;
