@@ -652,7 +652,7 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     next_sweep: Instant,
     last_sweep: Instant,
     link_ups: (Instant, u32),
-    /// Key of the stateless cookies (drawn with the seen table's key).
+    /// Key of the stateless cookies (drawn at the first stranger).
     cookie_key: [u8; 16],
     /// Stateless answers in the current second.
     stranger_answers: (Instant, u32),
@@ -930,6 +930,12 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         out: &mut [u8],
     ) -> Stranger {
         self.seed(&mut *rng);
+        if self.cookie_key == [0; 16] {
+            // Drawn at the first stranger, not in `seed`: drivers that never
+            // see one (the simulator, a dongle on serial links) keep the same
+            // random streams.
+            rng.fill_bytes(&mut self.cookie_key);
+        }
         let hello = HelloRepr::parse(bytes).ok();
         let epoch = Self::cookie_epoch(now);
         if let Some(h) = hello
@@ -1883,10 +1889,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// enters them; a driver that submits frames itself should call it
     /// first.
     pub fn seed(&mut self, rng: RngRef<'_>) {
-        self.seen.seed(&mut *rng);
-        if self.cookie_key == [0; 16] {
-            rng.fill_bytes(&mut self.cookie_key);
-        }
+        self.seen.seed(rng);
     }
 
     /// Run timers: due receipts, hello retries, expiry of stored messages,
