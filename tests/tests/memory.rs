@@ -1,0 +1,167 @@
+//! "Delivered, then destroyed", checked in a relay's memory (issue 11, SPEC §8): a `ferry relay` carries
+//! messages from A to B; every datagram A sends it is captured on the way; the relay's memory is read
+//! through `/proc/PID/mem` while it holds the messages (the control: they must be found) and after every
+//! receipt has passed (none may be found). Every 16-byte window of each frame's sealed part is searched
+//! for, so a copy in any layout is found. The seen table's keyed entries (ids, commitments) are not sealed
+//! bytes and are exempt (SPEC §8).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_tests::{Node, Proc, eventually, ferry_bin, free_udp_addr, is_ci, skip_unless};
+
+const MESSAGES: usize = 5;
+const DELIVERY: Duration = Duration::from_secs(30);
+
+/// A UDP proxy between A and the relay that keeps a copy of every message frame A sends.
+struct Tap {
+    addr: SocketAddr,
+    frames: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Tap {
+    fn new(host: u8, a: SocketAddr, relay: SocketAddr) -> Tap {
+        let sock = UdpSocket::bind(free_udp_addr(host)).expect("bind the tap");
+        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let addr = sock.local_addr().expect("tap address");
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s) = (frames.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let d = &buf[..n];
+                if from == a {
+                    // Message frames: byte 0 is version 1, kind 1 or 2.
+                    if (n == 240 || n == 1200) && (d[0] == 0x21 || d[0] == 0x22) {
+                        f.lock().unwrap().push(d.to_vec());
+                    }
+                    let _ = sock.send_to(d, relay);
+                } else if from == relay {
+                    let _ = sock.send_to(d, a);
+                }
+            }
+        });
+        Tap { addr, frames, stop }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The writable mappings of `pid`, read through /proc/PID/mem.
+fn dump(pid: u32) -> std::io::Result<Vec<u8>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut mem = File::open(format!("/proc/{pid}/mem"))?;
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else { continue };
+        if !perms.starts_with("rw") || line.contains("[vvar") || line.contains("[vsyscall]") {
+            continue;
+        }
+        let Some((lo, hi)) = range.split_once('-') else { continue };
+        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else { continue };
+        let mut region = vec![0u8; (hi - lo) as usize];
+        if mem.seek(SeekFrom::Start(lo)).is_ok() && mem.read_exact(&mut region).is_ok() {
+            out.extend_from_slice(&region);
+        }
+    }
+    Ok(out)
+}
+
+/// For each frame, how many of its sealed part's 16-byte windows (at every 16th offset: any copy of 31
+/// or more contiguous bytes contains one whole) occur anywhere in `memory`.
+fn windows_found(frames: &[Vec<u8>], memory: &[u8]) -> Vec<usize> {
+    let mut index: HashMap<u64, Vec<(usize, [u8; 16])>> = HashMap::new();
+    for (i, f) in frames.iter().enumerate() {
+        let sealed = &f[33..];
+        for w in sealed.chunks_exact(16) {
+            let key = u64::from_ne_bytes(w[..8].try_into().unwrap());
+            index.entry(key).or_default().push((i, w.try_into().unwrap()));
+        }
+    }
+    let mut found = vec![std::collections::HashSet::new(); frames.len()];
+    for (pos, head) in memory.windows(8).enumerate() {
+        let key = u64::from_ne_bytes(head.try_into().unwrap());
+        if let Some(cands) = index.get(&key) {
+            for (i, w) in cands {
+                if memory.get(pos..pos + 16) == Some(&w[..]) {
+                    found[*i].insert(*w);
+                }
+            }
+        }
+    }
+    found.iter().map(|s| s.len()).collect()
+}
+
+#[test]
+fn a_relay_keeps_no_ciphertext_after_delivery() {
+    let (pa, pr, pb) = (free_udp_addr(1), free_udp_addr(2), free_udp_addr(3));
+    let relay_args: Vec<String> =
+        ["relay", "--no-mdns", "--listen", &pr.to_string()].iter().map(|s| s.to_string()).collect();
+    let relay = Proc::ferry("R", &relay_args);
+    std::thread::sleep(Duration::from_millis(300));
+    if let Err(e) = dump(relay.pid()) {
+        let reason = format!("cannot read the relay's memory through /proc/PID/mem ({e}): needs ptrace rights");
+        assert!(!is_ci(), "{reason}");
+        skip_unless(false, &reason);
+        return;
+    }
+    let tap = Tap::new(4, pa, pr);
+    let mut a = Node::rpc(
+        "A",
+        &["--ephemeral", "--no-mdns", "--listen", &pa.to_string(), "--peer", &tap.addr.to_string()]
+            .map(str::to_owned),
+    );
+    // B's identity exists before B runs, so that A can write to it while it is away.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id_file = dir.path().join("b-identity");
+    let out = std::process::Command::new(ferry_bin())
+        .args(["id", "--identity", &id_file.display().to_string()])
+        .output()
+        .expect("ferry id");
+    let code_b = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_owned();
+    let ids: Vec<String> = (0..MESSAGES).map(|i| a.send(&code_b, &format!("carried by the relay #{i}"))).collect();
+    assert!(
+        eventually(Duration::from_secs(20), || tap.frames.lock().unwrap().len() >= MESSAGES),
+        "A did not hand its messages to the relay"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let frames = tap.frames.lock().unwrap().clone();
+
+    // Control: while the relay holds them, they are in its memory.
+    let t = std::time::Instant::now();
+    let memory = dump(relay.pid()).expect("dump the relay");
+    let before = windows_found(&frames, &memory);
+    eprintln!("searched {} MiB of the relay's memory in {:?}", memory.len() >> 20, t.elapsed());
+    assert!(before.iter().all(|&n| n > 0), "the control found no copy of some held frame: {before:?}");
+
+    // B comes; everything is delivered and every receipt passes back through the relay.
+    let mut b = Node::rpc(
+        "B",
+        &["--identity", &id_file.display().to_string(), "--no-mdns", "--listen", &pb.to_string(), "--peer", &pr.to_string()]
+            .map(str::to_owned),
+    );
+    for i in 0..MESSAGES {
+        b.wait_received(&format!("carried by the relay #{i}"), DELIVERY);
+    }
+    for id in &ids {
+        a.wait_delivered(id, DELIVERY);
+    }
+    // The relay acted on the receipts as it passed them on; give its loop a moment to go idle.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = windows_found(&frames, &dump(relay.pid()).expect("dump the relay"));
+    eprintln!("16-byte windows of the sealed parts found: before delivery {before:?}, after {after:?}");
+    assert!(after.iter().all(|&n| n == 0), "ciphertext left in the relay's memory after delivery: {after:?}");
+}
