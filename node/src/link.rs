@@ -25,6 +25,19 @@ impl Datagrams {
         self.frames.clear();
     }
 
+    /// Room for `bytes` bytes without growing: an arena that never grows is
+    /// never reallocated, so no copy of what it held is left in freed memory.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Datagrams { bytes: Vec::with_capacity(bytes), frames: Vec::new() }
+    }
+
+    /// Wipe what it holds, then forget it: frames it carried leave no copy
+    /// in this buffer (SPEC §8).
+    pub fn wipe(&mut self) {
+        zeroize::Zeroize::zeroize(self.bytes.as_mut_slice());
+        self.clear();
+    }
+
     /// Add one datagram.
     pub fn push(&mut self, peer: SocketAddr, bytes: &[u8]) {
         let start = self.bytes.len();

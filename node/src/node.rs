@@ -44,6 +44,8 @@ pub const ROUTER_CONFIG: Config = Config { link_rate: 50_000, link_burst: 50_000
 const IDLE: StdDuration = StdDuration::from_secs(120);
 /// Maintenance tick: static peer retries, idle links, saving tag counters.
 const TICK: StdDuration = StdDuration::from_millis(500);
+/// Datagrams sent in one batch by `flush`.
+const FLUSH_BATCH: usize = 256;
 /// Notifications kept for API clients that read slowly; one that falls
 /// further behind is told how many it missed.
 pub const NOTE_BACKLOG: usize = 16 * 1024;
@@ -561,14 +563,14 @@ impl State {
                 Some(addr) => out.frames.push((*addr, start..start + t.len)),
                 None => out.bytes.truncate(start),
             }
-            if out.len() >= 256 {
+            if out.len() >= FLUSH_BATCH {
                 link.send(out, scratch).await;
-                out.clear();
+                out.wipe();
             }
         }
         if !out.is_empty() {
             link.send(out, scratch).await;
-            out.clear();
+            out.wipe();
         }
         self.pull_serial();
         self.drain_events();
@@ -579,13 +581,13 @@ impl State {
     /// has room again. What is not pulled stays in the router's queue.
     fn pull_serial(&mut self) {
         let now = self.now();
-        let mut buf = [0u8; MAX_FRAME_LEN];
+        let mut buf = zeroize::Zeroizing::new([0u8; MAX_FRAME_LEN]);
         for p in &self.ports {
             let Some(link) = p.link else { continue };
             while p.port.tx.capacity() > 0 {
                 let t = match &mut self.core {
-                    Core::Endpoint(e) => e.poll_transmit_link(now, link, &mut buf),
-                    Core::Relay(r) => r.poll_transmit_link(now, link, &mut buf),
+                    Core::Endpoint(e) => e.poll_transmit_link(now, link, &mut buf[..]),
+                    Core::Relay(r) => r.poll_transmit_link(now, link, &mut buf[..]),
                 };
                 let Some(t) = t else { break };
                 if p.port.tx.try_send(buf[..t.len].to_vec()).is_err() {
@@ -633,13 +635,15 @@ impl State {
                     self.port_down(port, link);
                 }
             }
-            PortEvent::Frame { port, bytes } => {
-                let Some(link) = self.ports.get(port).and_then(|p| p.link) else { return };
-                let _ = match &mut self.core {
-                    Core::Endpoint(e) => e.handle_frame(now, &mut self.rng, link, &bytes),
-                    Core::Relay(r) => r.handle_frame(now, link, &bytes).map(|_| ()),
-                };
-                self.drain_events();
+            PortEvent::Frame { port, mut bytes } => {
+                if let Some(link) = self.ports.get(port).and_then(|p| p.link) {
+                    let _ = match &mut self.core {
+                        Core::Endpoint(e) => e.handle_frame(now, &mut self.rng, link, &bytes),
+                        Core::Relay(r) => r.handle_frame(now, link, &bytes).map(|_| ()),
+                    };
+                    self.drain_events();
+                }
+                zeroize::Zeroize::zeroize(&mut bytes);
             }
             PortEvent::Ready { .. } => {}
         }
@@ -1027,8 +1031,10 @@ pub fn spawn_on<L: Link>(
         let mut discovery = discovery;
         let mut bufs = link.bufs();
         let mut scratch = Vec::new();
-        let mut out = Datagrams::default();
-        let mut inbox = Datagrams::default();
+        // Sized once: they never grow, so they are never reallocated with
+        // frames in them, and they are wiped after every use.
+        let mut out = Datagrams::with_capacity(FLUSH_BATCH * MAX_FRAME_LEN + MAX_FRAME_LEN);
+        let mut inbox = Datagrams::with_capacity(crate::udp::BATCH * 64 * 1024);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for addr in state.statics.clone() {
@@ -1050,7 +1056,7 @@ pub fn spawn_on<L: Link>(
                             state.handle_datagram(from, bytes);
                         }
                     }
-                    inbox.clear();
+                    inbox.wipe();
                 }
                 () = sleep => state.handle_timeout(),
                 Some(ev) = port_rx.recv() => {

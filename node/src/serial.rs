@@ -25,6 +25,7 @@ use nix::sys::termios::{self, BaudRate, SetArg};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
+use zeroize::Zeroize;
 
 /// Ferry frames the node may hand a port ahead of its line: the port takes
 /// them as credit allows, and the node pulls more when told `Ready`.
@@ -292,7 +293,9 @@ async fn drive(
         // Fill the line's queue: hellos and grants first, then the router's
         // frames while credit lasts.
         if out_pos == out.len() {
-            out.clear();
+            // Written: no copy stays here (it never grows past its first
+            // capacity, so it is never reallocated either).
+            out.zeroize();
             out_pos = 0;
         }
         let mut took = false;
@@ -303,7 +306,7 @@ async fn drive(
                     if !session.may_send() {
                         break;
                     }
-                    let frame = match pending.take() {
+                    let mut frame = match pending.take() {
                         Some(f) => f,
                         None => match rx.try_recv() {
                             Ok(f) => f,
@@ -311,7 +314,9 @@ async fn drive(
                         },
                     };
                     took = true;
-                    match session.send_frame(now(), &frame, &mut link_buf) {
+                    let sent = session.send_frame(now(), &frame, &mut link_buf);
+                    frame.zeroize();
+                    match sent {
                         Ok(n) => {
                             set_status(status, |s| s.frames_out = s.frames_out.saturating_add(1));
                             n
@@ -326,10 +331,13 @@ async fn drive(
                 }
                 Err(e) => break 'line format!("link frame: {e}"),
             };
-            match serial::encode(link_buf.get(..n).unwrap_or_default(), &mut wire) {
+            let encoded = serial::encode(link_buf.get(..n).unwrap_or_default(), &mut wire);
+            link_buf.as_mut_slice().zeroize();
+            match encoded {
                 Ok(w) => out.extend_from_slice(wire.get(..w).unwrap_or_default()),
                 Err(e) => break 'line format!("framing: {e}"),
             }
+            wire.as_mut_slice().zeroize();
         }
         if took {
             // Room in the queue again: let the node pull more.
@@ -377,6 +385,9 @@ async fn drive(
                                 Err(_) => set_status(status, |s| s.malformed = s.malformed.saturating_add(1)),
                             }
                         }
+                        if let Some(read) = rbuf.get_mut(..n) {
+                            read.zeroize();
+                        }
                         let d = deframer.stats();
                         set_status(status, |s| {
                             s.frames_in = d.frames;
@@ -413,8 +424,12 @@ async fn drive(
             } => session.handle_timeout(now(), rng),
         }
     };
-    // Forget what the deframer held; the session goes with this function.
+    // Forget what the deframer and the buffers held.
     deframer.reset();
+    out.zeroize();
+    if let Some(f) = pending.as_mut() {
+        f.zeroize();
+    }
     finish(index, up, events, why).await
 }
 

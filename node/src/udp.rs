@@ -20,6 +20,8 @@ use tokio::io::Interest;
 pub const BATCH: usize = 16;
 /// Largest datagram we expect (a large frame is 1200 bytes).
 pub const MAX_DATAGRAM: usize = 1280;
+/// The send scratch holds one GSO batch: at most 64 datagrams.
+const SEND_SCRATCH: usize = 64 * MAX_DATAGRAM;
 
 /// Counts of what went wrong, never fatal.
 #[derive(Debug, Default)]
@@ -128,12 +130,15 @@ impl Udp {
             });
             match (res, got) {
                 (_, Some(n)) => {
-                    for (meta, buf) in bufs.metas.iter().zip(bufs.bufs.iter()).take(n) {
+                    for (meta, buf) in bufs.metas.iter().zip(bufs.bufs.iter_mut()).take(n) {
                         let from = plain(meta.addr);
                         let stride = meta.stride.max(1);
-                        for chunk in buf[..meta.len.min(buf.len())].chunks(stride) {
+                        let used = meta.len.min(buf.len());
+                        for chunk in buf[..used].chunks(stride) {
                             each(from, chunk);
                         }
+                        // `each` copied what it needs: no copy stays here.
+                        zeroize::Zeroize::zeroize(&mut buf[..used]);
                     }
                     return;
                 }
@@ -162,12 +167,27 @@ impl Udp {
     /// are counted and ignored; a full socket buffer waits for room.
     pub async fn send_all(&self, arena: &[u8], frames: &[(SocketAddr, Range<usize>)], scratch: &mut Vec<u8>) {
         let max_segments = self.state.max_gso_segments().clamp(1, 64);
+        // Never grown (so never reallocated with frames in it), wiped after.
+        scratch.reserve(SEND_SCRATCH.saturating_sub(scratch.len()));
+        self.send_batches(arena, frames, scratch, max_segments).await;
+        zeroize::Zeroize::zeroize(scratch.as_mut_slice());
+        scratch.clear();
+    }
+
+    async fn send_batches(
+        &self,
+        arena: &[u8],
+        frames: &[(SocketAddr, Range<usize>)],
+        scratch: &mut Vec<u8>,
+        max_segments: usize,
+    ) {
         let bytes = |r: &Range<usize>| arena.get(r.clone()).unwrap_or(&[]);
         let mut i = 0;
         while let Some((dest, r)) = frames.get(i) {
             let dest = *dest;
             let first = bytes(r);
             let len = first.len();
+            zeroize::Zeroize::zeroize(scratch.as_mut_slice());
             scratch.clear();
             scratch.extend_from_slice(first);
             let mut n = 1;

@@ -26,6 +26,7 @@
 use heapless::index_map::FnvIndexMap;
 use heapless::{Deque, Vec};
 use rand_core::Rng;
+use zeroize::Zeroize;
 
 use crate::hash;
 use crate::segment::{self, Reassembly, SegmentError};
@@ -1157,19 +1158,25 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 return Err(e.into());
             }
         };
-        match self.handle_whole(now, li, frame)? {
-            Outcome::NewMessage { id, stored, .. } => {
-                // Hand the bytes out from the store or the reassembly buffer.
+        let outcome = self.handle_whole(now, li, frame).map(|o| match o {
+            Outcome::NewMessage { id, stored, .. } => (Some((id, stored)), Outcome::Partial),
+            Outcome::Duplicate(id) => (None, Outcome::Duplicate(id)),
+            Outcome::Receipt(id) => (None, Outcome::Receipt(id)),
+            Outcome::Control => (None, Outcome::Control),
+            Outcome::Partial => (None, Outcome::Partial),
+        });
+        copy.zeroize();
+        match outcome? {
+            (Some((id, stored)), _) => {
+                // Hand the bytes out from the store or the reassembly buffer
+                // (wiped at the next frame or timer).
                 let frame = match self.seen.get(&id).map(|s| s.state) {
                     Some(SeenState::Held(slot)) => self.slot_bytes(slot).unwrap_or(&[]),
                     _ => self.reassembly.frame(len),
                 };
                 Ok(Outcome::NewMessage { id, stored, frame })
             }
-            Outcome::Duplicate(id) => Ok(Outcome::Duplicate(id)),
-            Outcome::Receipt(id) => Ok(Outcome::Receipt(id)),
-            Outcome::Control => Ok(Outcome::Control),
-            Outcome::Partial => Ok(Outcome::Partial),
+            (None, o) => Ok(o),
         }
     }
 
@@ -1512,6 +1519,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 *o = o.saturating_sub(1);
             }
         }
+        // Delivered, expired or evicted: the ciphertext goes with the slot
+        // (SPEC §8: nothing of what a relay carried stays in its memory).
         match slot.class {
             SizeClass::Small => {
                 if let Some(m) = self.small.meta.get_mut(i)
@@ -1519,12 +1528,18 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 {
                     self.small.unlink(i);
                 }
+                if let Some(d) = self.small.data.get_mut(i) {
+                    d.zeroize();
+                }
             }
             SizeClass::Large => {
                 if let Some(m) = self.large.meta.get_mut(i)
                     && m.take().is_some()
                 {
                     self.large.unlink(i);
+                }
+                if let Some(d) = self.large.data.get_mut(i) {
+                    d.zeroize();
                 }
             }
         }
@@ -2060,6 +2075,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         if len <= mtu {
             let out = buf.get_mut(..len)?;
             out.copy_from_slice(l.tx.get(..len)?);
+            // The frame now lives in the driver's buffer only.
+            l.tx.as_mut_slice().zeroize();
             return Some(Transmit { link: l.id, len });
         }
         let (count, unit) = segment::plan(len, mtu)?;
@@ -2078,6 +2095,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         seg.next = seg.next.saturating_add(1);
         if seg.next >= seg.count {
             l.seg = None;
+            l.tx.as_mut_slice().zeroize();
         }
         Some(Transmit { link: l.id, len: written })
     }

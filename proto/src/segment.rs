@@ -7,6 +7,8 @@
 //! is bounded twice: a fixed number of slots for the node, at most
 //! [`PER_LINK`] of them per link, and each slot dies after a short timeout.
 
+use zeroize::Zeroize;
+
 use crate::router::LinkId;
 use crate::time::{Duration, Instant};
 use crate::wire::{HELLO_LEN, MAX_FRAME_LEN, SEGMENT_HEADER_LEN, SegmentRepr, SizeClass, WireError};
@@ -92,6 +94,15 @@ impl<const N: usize> Default for Reassembly<N> {
     }
 }
 
+/// Empty a slot, wiping its bytes first (setting an `Option` to `None`
+/// leaves the old payload's bytes in place).
+fn wipe(slot: &mut Option<Slot>) {
+    if let Some(s) = slot.as_mut() {
+        s.buf.zeroize();
+    }
+    *slot = None;
+}
+
 fn bit(got: &[u64; 4], i: u8) -> bool {
     got.get(usize::from(i >> 6)).is_some_and(|w| w & (1u64 << (i & 63)) != 0)
 }
@@ -138,15 +149,14 @@ impl<const N: usize> Reassembly<N> {
             return Ok(None);
         }
         let total = slot.total;
-        // Done: release the slot, but hand out its bytes until the next call.
-        let done = self.slots.get_mut(pos).and_then(Option::take);
-        match done {
-            Some(s) => {
-                self.last = s.buf;
-                Ok(Some(total))
-            }
-            None => Ok(None),
+        // Done: release the slot (wiped), but hand out its bytes until the
+        // next call.
+        self.last = slot.buf;
+        slot.buf.zeroize();
+        if let Some(s) = self.slots.get_mut(pos) {
+            *s = None;
         }
+        Ok(Some(total))
     }
 
     fn claim(&mut self, now: Instant, link: LinkId, frag: u8, total: usize, count: u8) -> Result<usize, SegmentError> {
@@ -193,22 +203,30 @@ impl<const N: usize> Reassembly<N> {
         self.last.get(..len).unwrap_or(&[])
     }
 
-    /// Drop partial frames older than the timeout.
+    /// Drop partial frames older than the timeout (wiped), and the last
+    /// completed frame.
     pub fn expire(&mut self, now: Instant) {
+        self.wipe_last();
         for s in self.slots.iter_mut() {
             if s.as_ref().is_some_and(|s| s.deadline <= now) {
-                *s = None;
+                wipe(s);
             }
         }
     }
 
-    /// Forget everything from `link`.
+    /// Forget everything from `link` (wiped).
     pub fn link_down(&mut self, link: LinkId) {
         for s in self.slots.iter_mut() {
             if s.as_ref().is_some_and(|s| s.link == link) {
-                *s = None;
+                wipe(s);
             }
         }
+    }
+
+    /// Wipe the last completed frame (handed out by [`Reassembly::frame`]
+    /// until the next call).
+    pub fn wipe_last(&mut self) {
+        self.last.zeroize();
     }
 
     /// The earliest deadline, if any partial frame is held.
