@@ -270,6 +270,20 @@ pub struct Node {
     closed: bool,
 }
 
+/// A thread that reads `stdout` line by line into a channel, until it closes.
+fn read_lines(stdout: std::process::ChildStdout) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 impl Node {
     /// Start `ferry rpc` with `args` (flags such as `--ephemeral`, `--listen`, ...).
     pub fn rpc(name: &str, args: &[String]) -> Node {
@@ -284,16 +298,7 @@ impl Node {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut proc = Proc::spawn(name, cmd);
         let stdin = proc.child.stdin.take();
-        let stdout = proc.child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = read_lines(proc.child.stdout.take().expect("piped stdout"));
         Node {
             proc,
             stdin,
@@ -545,16 +550,7 @@ impl Chat {
         cmd.arg("chat").args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut proc = Proc::spawn(name, cmd);
         let stdin = proc.child.stdin.take();
-        let stdout = proc.child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = read_lines(proc.child.stdout.take().expect("piped stdout"));
         Chat { proc, stdin, lines: rx, seen: Vec::new(), cursor: 0 }
     }
 

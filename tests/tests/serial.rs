@@ -29,6 +29,13 @@ fn serial_up(node: &mut Node) -> bool {
     peers.as_array().is_some_and(|l| l.iter().any(|p| p["kind"] == "serial" && p["validated"] == true))
 }
 
+/// `from` sends `text` to `to`; `to` shows it and `from` hears it was delivered.
+fn deliver(from: &mut Node, to: &mut Node, to_code: &str, text: &str) {
+    let id = from.send(to_code, text);
+    to.wait_received(text, DELIVERY);
+    from.wait_delivered(&id, DELIVERY);
+}
+
 fn wait_serial_up(node: &mut Node) {
     if !eventually(DELIVERY, || serial_up(node)) {
         let peers = node.ok("peers", json!({}));
@@ -47,17 +54,10 @@ fn two_nodes_over_a_serial_line_both_ways() {
     let (code_a, code_b) = (a.code(), b.code());
     wait_serial_up(&mut a);
     wait_serial_up(&mut b);
-    let id = a.send(&code_b, "over the wire");
-    b.wait_received("over the wire", DELIVERY);
-    a.wait_delivered(&id, DELIVERY);
-    let id = b.send(&code_a, "and back");
-    a.wait_received("and back", DELIVERY);
-    b.wait_delivered(&id, DELIVERY);
+    deliver(&mut a, &mut b, &code_b, "over the wire");
+    deliver(&mut b, &mut a, &code_a, "and back");
     // Large frames (1200 bytes) cross too.
-    let long = "x".repeat(600);
-    let id = a.send(&code_b, &long);
-    b.wait_received(&long, DELIVERY);
-    a.wait_delivered(&id, DELIVERY);
+    deliver(&mut a, &mut b, &code_b, &"x".repeat(600));
     let peers = a.ok("peers", json!({}));
     assert_eq!(peers.as_array().map(Vec::len), Some(1), "only the serial link: {peers}");
     assert_eq!(peers[0]["device"], json!(da.display().to_string()));
@@ -82,12 +82,8 @@ fn a_node_bridges_udp_and_serial() {
     let mut c = Node::rpc("C", &args(3, &[], &[&dc]));
     let (code_a, code_c) = (a.code(), c.code());
     wait_serial_up(&mut r);
-    let id = a.send(&code_c, "udp to serial");
-    c.wait_received("udp to serial", DELIVERY);
-    a.wait_delivered(&id, DELIVERY);
-    let id = c.send(&code_a, "serial to udp");
-    a.wait_received("serial to udp", DELIVERY);
-    c.wait_delivered(&id, DELIVERY);
+    deliver(&mut a, &mut c, &code_c, "udp to serial");
+    deliver(&mut c, &mut a, &code_a, "serial to udp");
     let peers = r.ok("peers", json!({}));
     let kinds: Vec<&str> = peers.as_array().unwrap().iter().filter_map(|p| p["kind"].as_str()).collect();
     assert!(kinds.contains(&"udp") && kinds.contains(&"serial"), "{peers}");
@@ -165,9 +161,7 @@ fn a_device_that_comes_and_goes() {
     let mut b = Node::rpc("B", &args(2, &[], &[&db]));
     let code_b = b.code();
     wait_serial_up(&mut a);
-    let id = a.send(&code_b, "first life");
-    b.wait_received("first life", DELIVERY);
-    a.wait_delivered(&id, DELIVERY);
+    deliver(&mut a, &mut b, &code_b, "first life");
     // Unplugged.
     let t = std::time::Instant::now();
     drop(wire);
