@@ -54,8 +54,6 @@ pub const NOTE_BACKLOG: usize = 16 * 1024;
 const REQUEST_BATCH: usize = 64;
 /// mDNS instances tracked at most.
 const MDNS_INSTANCES: usize = 1024;
-/// Received texts from one stranger shown per minute.
-const STRANGER_PER_MINUTE: u32 = 5;
 
 /// What the node is.
 #[derive(Debug)]
@@ -194,7 +192,6 @@ struct State {
     next_link: u32,
     statics: Vec<SocketAddr>,
     notes: broadcast::Sender<Arc<str>>,
-    strangers: HashMap<PeerKey, (TokioInstant, u32)>,
     /// Ids of messages sent, to say which are still undelivered.
     pending: HashMap<MessageId, DeliveryState>,
     /// mDNS instances and their addresses (one node each).
@@ -692,37 +689,28 @@ impl State {
         }
     }
 
+    /// A text the endpoint showed (its policy already left out blocked codes
+    /// and strangers over their rate, and sent the receipt).
+    /// The endpoint's block list is the address book's (which `contacts.add`
+    /// may shorten: adding a blocked code as a contact unblocks it).
+    fn sync_blocked(&mut self) {
+        let (Core::Endpoint(ep), Some(book)) = (&mut self.core, self.book.as_ref()) else { return };
+        ep.clear_blocked();
+        for e in book.entries().iter().filter(|e| e.blocked) {
+            if let Ok(k) = PeerKey::from_code(&e.code)
+                && ep.block(&k).is_err()
+            {
+                tracing::warn!("more blocked codes than the node can hold; the rest are not blocked");
+                break;
+            }
+        }
+    }
+
     fn on_received(&mut self, r: ferry_proto::endpoint::Received) {
         let book = self.book.as_ref();
-        if book.is_some_and(|b| b.is_blocked(&r.from)) {
-            return;
-        }
         let code = r.from.code().to_string();
         let name = book.and_then(|b| b.by_key(&r.from)).filter(|e| !e.name.is_empty()).map(|e| e.name.clone());
         let contact = name.is_some();
-        if !contact {
-            // Requests from strangers: a few per minute per sender.
-            let t = TokioInstant::now();
-            if self.strangers.len() > 4096 {
-                self.strangers.retain(|_, (since, _)| t.duration_since(*since) < StdDuration::from_secs(60));
-            }
-            let entry = self.strangers.entry(r.from).or_insert((t, 0));
-            if t.duration_since(entry.0) >= StdDuration::from_secs(60) {
-                *entry = (t, 0);
-            }
-            entry.1 += 1;
-            if entry.1 > STRANGER_PER_MINUTE {
-                tracing::info!("dropped a message request over the per-sender rate");
-                return;
-            }
-        }
-        // Shown: now the sender may learn it was delivered. Blocked codes and
-        // strangers over their rate get no receipt (their sender sees the
-        // message expire), so a blocked code cannot probe us either.
-        let now = self.now();
-        if let Core::Endpoint(e) = &mut self.core {
-            e.acknowledge(now, &mut self.rng, &r.ack);
-        }
         self.note(
             "received",
             json!({
@@ -793,7 +781,7 @@ impl State {
             Core::Endpoint(e) => e.router.held(),
             Core::Relay(r) => r.held(),
         };
-        json!({
+        let mut v = json!({
             "held": held,
             "frames_in": s.frames_in, "frames_out": s.frames_out, "bytes_out": s.bytes_out,
             "malformed": s.malformed, "bad_id": s.bad_id, "duplicates": s.duplicates,
@@ -814,7 +802,16 @@ impl State {
                     "frames_too_long": st.session.frames_too_long,
                 })
             }).collect::<Vec<_>>(),
-        })
+        });
+        if let (Core::Endpoint(e), Some(obj)) = (&self.core, v.as_object_mut()) {
+            // What the endpoint's policy did not show: never silent.
+            let es = e.stats();
+            obj.insert("shown".into(), es.shown.into());
+            obj.insert("blocked".into(), es.blocked.into());
+            obj.insert("over_rate".into(), es.over_rate.into());
+            obj.insert("events_dropped".into(), es.events_dropped.into());
+        }
+        v
     }
 
     fn resolve(&self, to: &str) -> Result<PeerKey, RpcError> {
@@ -851,6 +848,8 @@ impl State {
                 book.add(&name, &key).map_err(|e| RpcError::params(e.to_string()))?;
                 let state = book.by_key(&key).map(|e| e.state).unwrap_or_default();
                 ep.restore_contact(now, key, state).map_err(|e| RpcError::app(e.to_string()))?;
+                // A blocked code added as a contact is unblocked.
+                ep.unblock(&key);
                 self.book_dirty = true;
                 self.save_states();
                 Ok(json!(true))
@@ -879,6 +878,7 @@ impl State {
             "contacts.block" => {
                 let key = code_param("code")?;
                 book.block(&key).map_err(|e| RpcError::params(e.to_string()))?;
+                ep.block(&key).map_err(|e| RpcError::app(e.to_string()))?;
                 self.book_dirty = true;
                 self.save_states();
                 Ok(json!(true))
@@ -912,7 +912,6 @@ impl State {
 fn endpoint_core(identity: Identity) -> Box<HostEndpoint> {
     let router = Box::new(HostRouter::new(ROUTER_CONFIG));
     let mut ep = Box::new(HostEndpoint::new(identity, router));
-    ep.set_auto_receipts(false);
     // All of a LAN's traffic may come through one relay link: allow 5,000
     // first-contact trials per second there (about a quarter of a core at
     // worst).
@@ -1005,7 +1004,6 @@ pub fn spawn_on<L: Link>(
         next_link: 1,
         statics: options.peers.clone(),
         notes,
-        strangers: HashMap::new(),
         pending: HashMap::new(),
         mdns: HashMap::new(),
         answers: Vec::new(),
@@ -1018,7 +1016,7 @@ pub fn spawn_on<L: Link>(
         state.ports.push(PortLink { port, link: None, up_since: TokioInstant::now() });
     }
     drop(port_tx);
-    // Named contacts with their saved tag counters.
+    // Named contacts with their saved tag counters, and the blocked codes.
     if let (Core::Endpoint(ep), Some(book)) = (&mut state.core, &state.book) {
         for e in book.contacts() {
             if let Ok(k) = PeerKey::from_code(&e.code) {
@@ -1026,6 +1024,7 @@ pub fn spawn_on<L: Link>(
             }
         }
     }
+    state.sync_blocked();
     let discovery = if mdns { Discovery::start(local.port()) } else { Discovery::disabled() };
     let task = tokio::spawn(async move {
         let mut discovery = discovery;

@@ -6,15 +6,21 @@
 //! what opens, sends a receipt for it after a short random delay, seals and
 //! submits the user's texts, and tracks each one's delivery state.
 //!
+//! Who is shown and receipted (blocked codes, the strangers' rate) is the
+//! endpoint's [`policy`], the same for every driver.
+//!
 //! Call order is the router's: after every input, drain
 //! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`], then arm a timer
 //! for [`Endpoint::poll_timeout`].
+
+pub mod policy;
 
 use heapless::binary_heap::{BinaryHeap, Max};
 use heapless::index_map::FnvIndexMap;
 use heapless::{Deque, String, Vec};
 use rand_core::CryptoRng;
 
+use self::policy::{BlockedFull, Policy, Verdict};
 use crate::envelope::{self, Body, Identity, OpenError, Path, Payload, PeerKey, SealError};
 use crate::router::{
     self, Event as RouterEvent, FrameError, LinkCaps, LinkId, Outcome, Router, Stranger, SubmitError, Transmit,
@@ -443,6 +449,23 @@ pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: u
     events: Deque<Event, EVENTS>,
     lifetime_secs: u32,
     scratch: [u8; MAX_FRAME_LEN],
+    policy: Policy,
+    stats: EndpointStats,
+}
+
+/// What the endpoint did not show, and why: counters only, never silent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Texts shown (and receipted, with automatic receipts).
+    pub shown: u64,
+    /// Texts from blocked codes, dropped unseen and unreceipted.
+    pub blocked: u64,
+    /// Texts from strangers over their rate, dropped unseen and unreceipted
+    /// (their senders see them expire; a later copy is not shown either).
+    pub over_rate: u64,
+    /// Texts not shown because the event queue was full (the user is not
+    /// draining [`Endpoint::poll_event`]); their senders send them again.
+    pub events_dropped: u64,
 }
 
 impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> core::fmt::Debug
@@ -483,7 +506,36 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             events: Deque::new(),
             lifetime_secs: DEFAULT_LIFETIME_SECS,
             scratch: [0; MAX_FRAME_LEN],
+            policy: Policy::new(),
+            stats: EndpointStats { shown: 0, blocked: 0, over_rate: 0, events_dropped: 0 },
         }
+    }
+
+    /// What was not shown, and why.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Block `key`: its texts are dropped unseen and never receipted, so it
+    /// cannot even learn whether this node is reachable (SPEC §8).
+    pub fn block(&mut self, key: &PeerKey) -> Result<(), BlockedFull> {
+        self.policy.block(key)
+    }
+
+    /// Unblock `key`.
+    pub fn unblock(&mut self, key: &PeerKey) -> bool {
+        self.policy.unblock(key)
+    }
+
+    /// Unblock everyone (before installing a list again).
+    pub fn clear_blocked(&mut self) {
+        self.policy.clear_blocked();
+    }
+
+    /// Texts a minute shown from one stranger and from all strangers
+    /// (defaults [`policy::STRANGER_PER_MINUTE`], [`policy::STRANGERS_PER_MINUTE`]).
+    pub fn set_stranger_rate(&mut self, per_sender: u32, all: u32) {
+        self.policy.set_stranger_rate(per_sender, all);
     }
 
     /// This endpoint's identity.
@@ -930,13 +982,29 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         }
     }
 
-    /// Hand a text to the user; remember it (never shown twice) and, with
-    /// automatic receipts, send its receipts.
+    /// Hand a text to the user unless the policy says no; remember it
+    /// (never shown twice, and a refused one is not looked at again) and,
+    /// with automatic receipts, send its receipts.
     fn show<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, r: Received) {
         let (ack, sent_at, contact) = (r.ack, r.sent_at, r.contact);
+        match self.policy.verdict(now, &r.from, contact) {
+            Verdict::Show => {}
+            refused => {
+                match refused {
+                    Verdict::Blocked => self.stats.blocked = self.stats.blocked.saturating_add(1),
+                    _ => self.stats.over_rate = self.stats.over_rate.saturating_add(1),
+                }
+                for (_, secret) in ack.parts.iter().flatten() {
+                    self.remember(now, *secret, sent_at, false, contact);
+                }
+                return;
+            }
+        }
         if self.events.push_back(Event::Received(r)).is_err() {
+            self.stats.events_dropped = self.stats.events_dropped.saturating_add(1);
             return;
         }
+        self.stats.shown = self.stats.shown.saturating_add(1);
         for (id, secret) in ack.parts.iter().flatten() {
             self.remember(now, *secret, sent_at, self.auto_receipts, contact);
             if self.auto_receipts {

@@ -17,6 +17,16 @@ use rand::rngs::StdRng;
 type TestRouter = Router<64, 16, 256, 8, 64, 4>;
 type Ep = Endpoint<Box<TestRouter>, 16, 256, 16, 256>;
 
+/// An endpoint for these tests: they are about the mesh (routing, replay,
+/// receipts), not the user's policy, so strangers are not rate-limited
+/// (the policy has its own tests, and `strangers_over_their_rate_are_not_shown`
+/// below checks that it is applied).
+fn new_ep(id: Identity) -> Ep {
+    let mut ep = Ep::new(id, Box::new(TestRouter::new(Config::DEFAULT)));
+    ep.set_stranger_rate(u32::MAX, u32::MAX);
+    ep
+}
+
 enum Node {
     End(Box<Ep>),
     Relay(Box<TestRouter>),
@@ -81,7 +91,7 @@ impl Net {
 
     fn endpoint(&mut self) -> usize {
         let id = Identity::generate(&mut self.rng);
-        let ep = Ep::new(id, Box::new(TestRouter::new(Config::DEFAULT)));
+        let ep = new_ep(id);
         self.nodes.push(Node::End(Box::new(ep)));
         self.events.push(Vec::new());
         self.nodes.len() - 1
@@ -91,7 +101,7 @@ impl Net {
     /// router and endpoint state are gone) and bring its links up again.
     fn restart(&mut self, n: usize) {
         let secret = self.ep(n).identity().secret_bytes();
-        let ep = Ep::new(Identity::from_secret_bytes(secret), Box::new(TestRouter::new(Config::DEFAULT)));
+        let ep = new_ep(Identity::from_secret_bytes(secret));
         self.nodes[n] = Node::End(Box::new(ep));
         self.flights.retain(|f| f.to != n && f.from != n);
         let now = self.now;
@@ -1007,4 +1017,44 @@ fn a_lossy_link_loses_nothing_in_the_end() {
     for id in ids {
         assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
     }
+}
+
+/// The receipt policy is the endpoint's (SPEC §5): a stranger's texts beyond 5 a minute are not shown and
+/// get no receipt (their sender sees them expire, never a false "delivered"); a blocked code gets nothing
+/// shown and nothing receipted; a named contact is not limited.
+#[test]
+fn strangers_over_their_rate_and_blocked_codes_are_not_shown_or_receipted() {
+    let mut net = Net::new(21);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    net.connect(a, b);
+    net.ep(a).set_lifetime_secs(60);
+    net.ep(b).set_stranger_rate(5, 60);
+    let ids: Vec<MessageId> = (0..8).map(|i| net.send(a, b, &format!("stranger #{i}"))).collect();
+    net.run_for(secs(90));
+    assert_eq!(net.received(b).len(), 5, "a stranger gets 5 a minute");
+    let delivered = ids.iter().filter(|&&id| net.states(a, id).contains(&DeliveryState::Delivered)).count();
+    assert_eq!(delivered, 5, "only what was shown is receipted");
+    for &id in &ids {
+        let s = net.states(a, id);
+        assert!(s.contains(&DeliveryState::Delivered) ^ s.contains(&DeliveryState::Expired), "{s:?}");
+    }
+    assert_eq!(net.ep(b).stats().over_rate, 3);
+    // Blocked: nothing more is shown, even after the minute is over.
+    let key_a = net.ep(a).identity().public();
+    net.ep(b).block(&key_a).unwrap();
+    let id = net.send(a, b, "blocked");
+    net.run_for(secs(90));
+    assert_eq!(net.received(b).len(), 5);
+    assert!(net.states(a, id).contains(&DeliveryState::Expired));
+    assert_eq!(net.ep(b).stats().blocked, 1);
+    // A named contact is not limited.
+    net.ep(b).unblock(&key_a);
+    let now = net.now;
+    net.ep(b).add_contact(now, key_a).unwrap();
+    for i in 0..8 {
+        net.send(a, b, &format!("contact #{i}"));
+    }
+    net.run_for(secs(30));
+    assert_eq!(net.received(b).len(), 13);
 }

@@ -885,6 +885,10 @@ impl<'a> Sim<'a> {
                     keys[i] = Some(id.public());
                     let mut ep = Box::new(SimEndpoint::new(id, new_relay(sc.relay, config)));
                     ep.set_lifetime_secs(sc.traffic.lifetime_secs);
+                    // The simulator measures the mesh, not the user's policy:
+                    // every text that arrives is shown and receipted, however
+                    // many a stranger sends.
+                    ep.set_stranger_rate(u32::MAX, u32::MAX);
                     if let Some(r) = sc.router_config.first_contact_rate {
                         ep.set_first_contact_rate(r);
                     }
