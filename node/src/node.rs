@@ -391,8 +391,8 @@ impl State {
     /// The links whose peer has answered (address validated).
     fn validated_links(&self) -> std::collections::HashSet<LinkId> {
         match &self.core {
-            Core::Endpoint(e) => e.router.links().filter(|l| l.2).map(|l| l.0).collect(),
-            Core::Relay(r) => r.links().filter(|l| l.2).map(|l| l.0).collect(),
+            Core::Endpoint(e) => e.router().links().filter(|l| l.validated).map(|l| l.id).collect(),
+            Core::Relay(r) => r.links().filter(|l| l.validated).map(|l| l.id).collect(),
         }
     }
 
@@ -774,11 +774,11 @@ impl State {
 
     fn stats_json(&self) -> Value {
         let s = match &self.core {
-            Core::Endpoint(e) => e.router.stats(),
+            Core::Endpoint(e) => e.router().stats(),
             Core::Relay(r) => r.stats(),
         };
         let held = match &self.core {
-            Core::Endpoint(e) => e.router.held(),
+            Core::Endpoint(e) => e.router().held(),
             Core::Relay(r) => r.held(),
         };
         let mut v = json!({
@@ -990,7 +990,7 @@ pub fn spawn_on<L: Link>(
     };
     let config = router_config(options.store_kib);
     match &mut core {
-        Core::Endpoint(e) => e.router.set_config(config),
+        Core::Endpoint(e) => e.set_config(config),
         Core::Relay(r) => r.set_config(config),
     }
     let mut state = State {

@@ -205,6 +205,8 @@ pub trait Carrier {
     fn message_bytes(&self, id: &MessageId) -> Option<&[u8]>;
     /// See [`Router::seed`].
     fn seed(&mut self, rng: router::RngRef<'_>);
+    /// See [`Router::set_config`].
+    fn set_config(&mut self, config: router::Config);
 }
 
 impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> Carrier
@@ -269,6 +271,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn seed(&mut self, rng: router::RngRef<'_>) {
         Router::seed(self, rng)
     }
+    fn set_config(&mut self, config: router::Config) {
+        Router::set_config(self, config)
+    }
 }
 
 #[cfg(feature = "std")]
@@ -331,6 +336,9 @@ impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
     }
     fn seed(&mut self, rng: router::RngRef<'_>) {
         (**self).seed(rng)
+    }
+    fn set_config(&mut self, config: router::Config) {
+        (**self).set_config(config)
     }
 }
 
@@ -426,8 +434,9 @@ struct Whole {
 /// least `C × TAG_WINDOW`); `OUT` messages awaiting delivery; `REPLAY`
 /// receipt secrets remembered for replay protection (a power of two).
 pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> {
-    /// The router inside (public, for its statistics and link list).
-    pub router: Rt,
+    /// The router inside: driven only through the endpoint; read it with
+    /// [`Endpoint::router`] (statistics, links).
+    router: Rt,
     identity: Identity,
     contacts: Vec<Contact, C>,
     tags: FnvIndexMap<[u8; TAG_LEN], (u16, u32), TAGS>,
@@ -514,6 +523,17 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// What was not shown, and why.
     pub fn stats(&self) -> EndpointStats {
         self.stats
+    }
+
+    /// The router inside, to read (its statistics, links and store); it is
+    /// driven only through the endpoint.
+    pub fn router(&self) -> &Rt {
+        &self.router
+    }
+
+    /// See [`Router::set_config`].
+    pub fn set_config(&mut self, config: router::Config) {
+        self.router.set_config(config);
     }
 
     /// Block `key`: its texts are dropped unseen and never receipted, so it

@@ -306,6 +306,19 @@ pub struct Stats {
     pub stranger_links: u64,
 }
 
+/// A link as [`Router::links`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The driver's name for it.
+    pub id: LinkId,
+    /// What it carries.
+    pub caps: LinkCaps,
+    /// The peer proved it receives there (SPEC §6.1).
+    pub validated: bool,
+    /// Its frames come from [`Router::poll_transmit_link`] only.
+    pub pull: bool,
+}
+
 /// What [`Router::handle_stranger`] did with bytes from an address that has
 /// no link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -849,8 +862,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     }
 
     /// Links currently up, with their caps and whether validated.
-    pub fn links(&self) -> impl Iterator<Item = (LinkId, LinkCaps, bool)> + '_ {
-        self.links.iter().flatten().map(|l| (l.id, l.caps, l.validated))
+    pub fn links(&self) -> impl Iterator<Item = LinkInfo> + '_ {
+        self.links.iter().flatten().map(|l| LinkInfo { id: l.id, caps: l.caps, validated: l.validated, pull: l.pull })
     }
 
     fn slot_bytes(&self, slot: Slot) -> Option<&[u8]> {

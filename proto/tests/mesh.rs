@@ -128,7 +128,7 @@ impl Net {
 
     fn router(&self, n: usize) -> &TestRouter {
         match &self.nodes[n] {
-            Node::End(e) => &e.router,
+            Node::End(e) => e.router(),
             Node::Relay(r) => r,
         }
     }
@@ -917,7 +917,7 @@ fn one_sided_link_up_still_validates_both_ways() {
         net.run_for(secs(10));
         assert_eq!(net.received(b), vec![(pa, false, "before you knew me".to_owned())], "delay {delay} ms");
         assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered), "delay {delay} ms");
-        assert!(net.router(a).links().all(|(_, _, v)| v) && net.router(b).links().all(|(_, _, v)| v));
+        assert!(net.router(a).links().all(|l| l.validated) && net.router(b).links().all(|l| l.validated));
     }
 }
 

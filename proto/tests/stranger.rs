@@ -2,7 +2,7 @@
 //! junk takes no link, a stranger gets at most one 33-byte hello per frame,
 //! and a peer that answers the cookie links and carries a message.
 
-use ferry_proto::router::{Config, LinkCaps, LinkId, Outcome, Router, Stranger};
+use ferry_proto::router::{Config, LinkCaps, LinkId, LinkInfo, Outcome, Router, Stranger};
 use ferry_proto::time::{Duration, Instant};
 use ferry_proto::wire::{self, HELLO_LEN, HelloRepr, MessageFrame, SizeClass};
 use proptest::prelude::*;
@@ -48,7 +48,7 @@ fn a_hello_gets_one_cookie_hello_and_its_echo_makes_a_validated_link() {
         panic!("the echoed cookie was not accepted");
     };
     assert!(r.accept_stranger(later, &mut rng, LinkId(1), CAPS, v));
-    assert_eq!(r.links().collect::<Vec<_>>(), [(LinkId(1), CAPS, true)]);
+    assert_eq!(r.links().collect::<Vec<_>>(), [LinkInfo { id: LinkId(1), caps: CAPS, validated: true, pull: false }]);
     // Too late: two epochs on, the cookie is stale.
     let stale = now.saturating_add(Duration::from_secs(25));
     assert!(matches!(r.handle_stranger(stale, &mut rng, b"peer-1", &echo, &mut out), Stranger::Answer(_)));
@@ -125,7 +125,7 @@ fn a_learned_peer_links_through_the_cookie_and_delivers() {
         }
     }
     assert_eq!(b_link, Some(LinkId(9)));
-    assert!(a.links().all(|l| l.2) && b.links().all(|l| l.2), "both ends validated");
+    assert!(a.links().all(|l| l.validated) && b.links().all(|l| l.validated), "both ends validated");
     // A message submitted at A reaches B over the learned link.
     let mut m = vec![0u8; SizeClass::Small.frame_len()];
     let mut f = MessageFrame::new_unchecked(&mut m[..]);

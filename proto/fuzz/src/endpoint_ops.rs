@@ -139,7 +139,7 @@ impl Harness {
 
     fn check_bounds(&self) {
         for s in &self.sides {
-            let r = &s.ep.router;
+            let r = s.ep.router();
             if let Err(e) = r.check_invariants() {
                 panic!("router invariant broken: {e}");
             }

@@ -156,7 +156,7 @@ impl Harness {
         assert!(r.seen_len() <= D, "seen {} > {D}", r.seen_len());
         assert!(r.reassembling() <= R, "reassembling {} > {R}", r.reassembling());
         assert!(r.links().count() <= 4);
-        for (id, caps, _) in r.links() {
+        for ferry_proto::router::LinkInfo { id, caps, .. } in r.links() {
             let model = self.links.get(id.0 as usize).copied().flatten();
             assert_eq!(model.map(|c| c.broadcast), Some(caps.broadcast), "router has link {id:?} the driver does not");
         }

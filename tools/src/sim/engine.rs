@@ -118,6 +118,13 @@ pub fn router_config(sc: &Scenario) -> Config {
     }
 }
 
+/// The kind of a frame a node transmitted, as the tallies count it
+/// (`wire::Kind`'s number; 0 if it is not a Ferry frame, which a node never
+/// sends).
+fn kind_of(frame: &[u8]) -> u8 {
+    wire::classify(frame).map_or(0, |k| k as u8)
+}
+
 /// Bytes of one router of `kind`.
 pub fn relay_bytes(kind: RelayKind) -> usize {
     match kind {
@@ -1560,11 +1567,11 @@ impl Lane {
         let Lane { cells, buf, .. } = self;
         let (len, to, data, kind) = match &mut cells[i].node {
             Node::Relay(r) => match r.poll_transmit(now, buf) {
-                Some(t) => (t.len, t.link, u32::MAX, buf.first().map_or(0, |b| b & 0x1f)),
+                Some(t) => (t.len, t.link, u32::MAX, kind_of(buf)),
                 None => return,
             },
             Node::End(ep) => match ep.poll_transmit(now, buf) {
-                Some(t) => (t.len, t.link, u32::MAX, buf.first().map_or(0, |b| b & 0x1f)),
+                Some(t) => (t.len, t.link, u32::MAX, kind_of(buf)),
                 None => return,
             },
             Node::Flood(f) => match f.queue.pop_front() {
@@ -2013,7 +2020,7 @@ impl Stage<'_, '_> {
             up += 1;
             let (h, s) = match &c.node {
                 Node::Relay(r) => (r.held() as u32, r.seen_len() as u64),
-                Node::End(ep) => (ep.router.held() as u32, ep.router.seen_len() as u64),
+                Node::End(ep) => (ep.router().held() as u32, ep.router().seen_len() as u64),
                 Node::Flood(f) => (f.queue.len() as u32, u64::from(f.seen_count())),
                 Node::Adv(_) => (0, 0),
             };
@@ -2066,7 +2073,7 @@ impl Stage<'_, '_> {
         for c in self.lanes.iter().flat_map(|l| l.cells.iter()) {
             let s = match &c.node {
                 Node::Relay(r) => r.stats(),
-                Node::End(ep) => ep.router.stats(),
+                Node::End(ep) => ep.router().stats(),
                 Node::Flood(_) | Node::Adv(_) => continue,
             };
             totals.frames_in += s.frames_in;
