@@ -211,6 +211,9 @@ struct PortLink {
     /// The router's link while the port's link session is up.
     link: Option<LinkId>,
     up_since: TokioInstant,
+    /// The session is up but the link table was full: the peer's MTU, to
+    /// try again every tick.
+    waiting: Option<u16>,
 }
 
 /// Learned links one host (an IPv4 address, an IPv6 /64) may hold: a host
@@ -517,6 +520,15 @@ impl State {
             }
         }
         self.reconcile_mdns();
+        let waiting: Vec<(usize, u16)> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.waiting.filter(|_| p.link.is_none()).map(|m| (i, m)))
+            .collect();
+        for (port, mtu) in waiting {
+            self.port_up(port, mtu);
+        }
         self.save_states();
     }
 
@@ -598,36 +610,15 @@ impl State {
         let now = self.now();
         match ev {
             PortEvent::Up { port, mtu } => {
-                let Some(p) = self.ports.get(port) else { return };
-                if let Some(old) = p.link {
+                if let Some(old) = self.ports.get(port).and_then(|p| p.link) {
                     self.port_down(port, old);
                 }
-                let link = self.fresh_link_id();
-                let caps =
-                    LinkCaps { mtu: mtu.min(MAX_FRAME_LEN as u16), broadcast: false, max_class: SizeClass::Large };
-                let ok = match &mut self.core {
-                    Core::Endpoint(e) => e.handle_link_up(now, &mut self.rng, link, caps),
-                    Core::Relay(r) => r.handle_link_up(now, &mut self.rng, link, caps),
-                };
-                if !ok {
-                    tracing::warn!(
-                        "serial {}: the link table is full; the port waits",
-                        self.ports[port].port.spec.path.display()
-                    );
-                    return;
-                }
-                match &mut self.core {
-                    Core::Endpoint(e) => e.set_pull(link, true),
-                    Core::Relay(r) => r.set_pull(link, true),
-                }
-                if let Some(p) = self.ports.get_mut(port) {
-                    p.link = Some(link);
-                    p.up_since = TokioInstant::now();
-                    tracing::info!("serial {}: link up (peer MTU {mtu})", p.port.spec.path.display());
-                }
-                self.serial_by_link.insert(link, port);
+                self.port_up(port, mtu);
             }
             PortEvent::Down { port } => {
+                if let Some(p) = self.ports.get_mut(port) {
+                    p.waiting = None;
+                }
                 if let Some(link) = self.ports.get(port).and_then(|p| p.link) {
                     self.port_down(port, link);
                 }
@@ -644,6 +635,38 @@ impl State {
             }
             PortEvent::Ready { .. } => {}
         }
+    }
+
+    /// Bring the router's link of `port` up; if the link table is full, say
+    /// so once and try again every tick (`maintain`).
+    fn port_up(&mut self, port: usize, mtu: u16) {
+        let now = self.now();
+        let link = self.fresh_link_id();
+        let caps = LinkCaps { mtu: mtu.min(MAX_FRAME_LEN as u16), broadcast: false, max_class: SizeClass::Large };
+        let ok = match &mut self.core {
+            Core::Endpoint(e) => e.handle_link_up(now, &mut self.rng, link, caps),
+            Core::Relay(r) => r.handle_link_up(now, &mut self.rng, link, caps),
+        };
+        let Some(p) = self.ports.get_mut(port) else { return };
+        if !ok {
+            if p.waiting.is_none() {
+                tracing::warn!(
+                    "serial {}: the link table is full; the port waits for a free link",
+                    p.port.spec.path.display()
+                );
+            }
+            p.waiting = Some(mtu);
+            return;
+        }
+        p.waiting = None;
+        p.link = Some(link);
+        p.up_since = TokioInstant::now();
+        tracing::info!("serial {}: link up (peer MTU {mtu})", p.port.spec.path.display());
+        match &mut self.core {
+            Core::Endpoint(e) => e.set_pull(link, true),
+            Core::Relay(r) => r.set_pull(link, true),
+        }
+        self.serial_by_link.insert(link, port);
     }
 
     fn port_down(&mut self, port: usize, link: LinkId) {
@@ -1013,7 +1036,7 @@ pub fn spawn_on<L: Link>(
     let (port_tx, mut port_rx) = mpsc::channel::<PortEvent>(64);
     for (i, spec) in options.serial.iter().enumerate() {
         let port = crate::serial::spawn(i, spec.clone(), port_tx.clone());
-        state.ports.push(PortLink { port, link: None, up_since: TokioInstant::now() });
+        state.ports.push(PortLink { port, link: None, up_since: TokioInstant::now(), waiting: None });
     }
     drop(port_tx);
     // Named contacts with their saved tag counters, and the blocked codes.
