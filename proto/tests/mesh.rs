@@ -1058,3 +1058,33 @@ fn strangers_over_their_rate_and_blocked_codes_are_not_shown_or_receipted() {
     net.run_for(secs(30));
     assert_eq!(net.received(b).len(), 13);
 }
+
+/// A text split into parts whose later part cannot be stored (the node's own quota is full) fails as a
+/// whole and leaves nothing behind: no part in the store or on the air, nothing in the outbox, no tag
+/// number used (issue 11). Then a text that fits still goes.
+#[test]
+fn a_multi_part_send_that_fails_halfway_leaves_nothing_behind() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let me = Identity::generate(&mut rng);
+    let peer = Identity::generate(&mut rng).public();
+    let mut ep = Ep::new(me, Box::new(TestRouter::new(Config { own_quota: 2, ..Config::DEFAULT })));
+    let now = Instant::from_millis(1_000);
+    let caps = LinkCaps { mtu: 1500, broadcast: false, max_class: SizeClass::Large };
+    assert!(ep.handle_link_up(now, &mut rng, LinkId(1), caps));
+    let long = "z".repeat(MAX_TEXT);
+    assert_eq!(ep.send(now, &mut rng, 1_700_000_000, &peer, &long), Err(SendError::StoreFull));
+    assert_eq!(ep.router().held(), 0, "parts of the failed text stayed in the store");
+    let mut buf = [0u8; 1500];
+    while let Some(t) = ep.poll_transmit(now, &mut buf) {
+        assert!(
+            !matches!(wire::classify(&buf[..t.len]), Ok(Kind::Contact | Kind::FirstContact)),
+            "a part of the failed text went on the air"
+        );
+    }
+    while let Some(ev) = ep.poll_event() {
+        assert!(!matches!(ev, Event::Status { .. }), "a status for a text that was refused: {ev:?}");
+    }
+    let id = ep.send(now, &mut rng, 1_700_000_000, &peer, "short").expect("a text that fits still goes");
+    assert_eq!(ep.router().held(), 1);
+    let _ = id;
+}
