@@ -19,6 +19,7 @@ use heapless::binary_heap::{BinaryHeap, Max};
 use heapless::index_map::FnvIndexMap;
 use heapless::{Deque, String, Vec};
 use rand_core::CryptoRng;
+use zeroize::Zeroize;
 
 use self::policy::{BlockedFull, Policy, Verdict};
 use crate::envelope::{self, Body, Identity, OpenError, Path, Payload, PeerKey, SealError};
@@ -207,6 +208,8 @@ pub trait Carrier {
     fn seed(&mut self, rng: router::RngRef<'_>);
     /// See [`Router::set_config`].
     fn set_config(&mut self, config: router::Config);
+    /// See [`Router::withdraw`].
+    fn withdraw(&mut self, id: &MessageId) -> bool;
 }
 
 impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> Carrier
@@ -274,6 +277,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn set_config(&mut self, config: router::Config) {
         Router::set_config(self, config)
     }
+    fn withdraw(&mut self, id: &MessageId) -> bool {
+        Router::withdraw(self, id)
+    }
 }
 
 #[cfg(feature = "std")]
@@ -339,6 +345,9 @@ impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
     }
     fn set_config(&mut self, config: router::Config) {
         (**self).set_config(config)
+    }
+    fn withdraw(&mut self, id: &MessageId) -> bool {
+        (**self).withdraw(id)
     }
 }
 
@@ -1252,13 +1261,58 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 start = end;
             }
         }
-        let count = chunks.len();
         let group = rng.next_u32();
         let mut parts: Vec<Part, MAX_PARTS> = Vec::new();
+        // Tag numbers are taken for good only once every part is stored.
+        let first_tag = self.contacts.get(ci).map_or(0, |c| c.tx_next);
+        let mut next_tag = first_tag;
+        let result = self.seal_parts(now, rng, ci, &chunks, group, &whole, text, unix_secs, &mut next_tag, &mut parts);
+        if let Err(e) = result {
+            // All or nothing: what was stored of this text goes again, before
+            // anything of it was sent (sending happens after this returns).
+            for p in &parts {
+                self.router.withdraw(&p.id);
+            }
+            return Err(e);
+        }
+        if let Some(c) = self.contacts.get_mut(ci) {
+            c.tx_next = next_tag;
+        }
+        let id = parts.first().map(|p| p.id).unwrap_or_default();
+        let _ = self.outbox.push(Outgoing { id, parts, state: DeliveryState::Queued });
+        let _ = self.events.push_back(Event::Status { id, state: DeliveryState::Queued });
+        Ok(id)
+    }
+
+    /// Seal and store each part of a text (see [`Endpoint::send`]); the
+    /// parts stored so far are in `parts` whatever happens.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_parts<G: CryptoRng>(
+        &mut self,
+        now: Instant,
+        rng: &mut G,
+        ci: usize,
+        chunks: &[(usize, usize)],
+        group: u32,
+        whole: &Payload<'_>,
+        text: &str,
+        unix_secs: u64,
+        next_tag: &mut u32,
+        parts: &mut Vec<Part, MAX_PARTS>,
+    ) -> Result<(), SendError> {
+        let count = chunks.len();
+        let tagged = |c: &Contact, extra: u32| {
+            c.heard && c.tx_next.saturating_add(extra) < c.tx_acked.saturating_add(TAG_WINDOW / 2)
+        };
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let fits = |kind: Kind, class: SizeClass, p: &Payload<'_>, buf: &mut [u8]| {
+            let cap = envelope::plaintext_capacity(kind, class);
+            buf.get_mut(..cap).is_some_and(|b| postcard::to_slice(p, b).is_ok())
+        };
         for (index, &(a, b)) in chunks.iter().enumerate() {
             let chunk = text.get(a..b).unwrap_or("");
             let payload = if count == 1 {
-                whole
+                *whole
             } else {
                 Payload {
                     sent_at: unix_secs,
@@ -1266,8 +1320,8 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 }
             };
             let c = self.contacts.get(ci).ok_or(SendError::BadKey)?;
-            let (path, tag) = if tagged(c, 0) {
-                (Path::Contact { tag: envelope::tag(&c.tx_key, c.tx_next) }, Some((ci, c.tx_next)))
+            let (path, tag) = if tagged(c, next_tag.saturating_sub(c.tx_next)) {
+                (Path::Contact { tag: envelope::tag(&c.tx_key, *next_tag) }, Some((ci, *next_tag)))
             } else {
                 (Path::FirstContact, None)
             };
@@ -1296,18 +1350,15 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 _ => SendError::BadKey,
             })?;
             let frame = buf.get(..sealed.len).unwrap_or(&[]);
-            self.router.submit(now, frame).map_err(|_| SendError::StoreFull)?;
-            if let Some((ci, n)) = tag
-                && let Some(c) = self.contacts.get_mut(ci)
-            {
-                c.tx_next = n.saturating_add(1);
+            let stored = self.router.submit(now, frame).map_err(|_| SendError::StoreFull);
+            buf.zeroize();
+            stored?;
+            if let Some((_, n)) = tag {
+                *next_tag = n.saturating_add(1);
             }
             let _ = parts.push(Part { id: sealed.id, state: DeliveryState::Queued, tag });
         }
-        let id = parts.first().map(|p| p.id).unwrap_or_default();
-        let _ = self.outbox.push(Outgoing { id, parts, state: DeliveryState::Queued });
-        let _ = self.events.push_back(Event::Status { id, state: DeliveryState::Queued });
-        Ok(id)
+        Ok(())
     }
 
     /// Map router events about own frames onto sent messages.

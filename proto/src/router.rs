@@ -1897,6 +1897,22 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
     }
 
+    /// Take back an own message that was submitted but not yet sent (a
+    /// text whose later part could not be stored): its slot is wiped and it
+    /// is forgotten as if never submitted; queued sends of it are skipped.
+    /// Returns whether it was held.
+    pub fn withdraw(&mut self, id: &MessageId) -> bool {
+        let Some(seen) = self.seen.get(id).copied() else { return false };
+        let SeenState::Held(slot) = seen.state else { return false };
+        if seen.origin != Origin::Own || self.meta(slot).is_none_or(|m| m.sent) {
+            return false;
+        }
+        self.free_slot(slot, *id);
+        self.uncharge_seen(seen.origin);
+        self.seen.swap_remove(id);
+        true
+    }
+
     /// Issue the receipt for a message this node opened (the endpoint
     /// calls this after a short random delay, so the first node to send a
     /// receipt is not obviously the recipient). The receipt acts as if it
