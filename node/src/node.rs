@@ -811,7 +811,7 @@ impl State {
             "rate_limited": s.rate_limited, "receipts_valid": s.receipts_valid,
             "receipts_refused": s.receipts_refused, "evictions": s.evictions,
             "stranger_answers": s.stranger_answers, "stranger_dropped": s.stranger_dropped,
-            "stranger_links": s.stranger_links,
+            "stranger_links": s.stranger_links, "router_events_dropped": s.events_dropped,
             "serial": self.ports.iter().map(|p| {
                 let st = p.port.status.lock().map(|s| s.clone()).unwrap_or_default();
                 json!({

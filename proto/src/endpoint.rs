@@ -481,8 +481,9 @@ pub struct EndpointStats {
     /// Texts from strangers over their rate, dropped unseen and unreceipted
     /// (their senders see them expire; a later copy is not shown either).
     pub over_rate: u64,
-    /// Texts not shown because the event queue was full (the user is not
-    /// draining [`Endpoint::poll_event`]); their senders send them again.
+    /// Events lost because the queue was full (the user is not draining
+    /// [`Endpoint::poll_event`]): a text not shown this way is sent again by
+    /// its sender; a lost status is not repeated.
     pub events_dropped: u64,
 }
 
@@ -532,6 +533,13 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// What was not shown, and why.
     pub fn stats(&self) -> EndpointStats {
         self.stats
+    }
+
+    /// Queue an event; one that does not fit is counted.
+    fn push_event(&mut self, ev: Event) {
+        if self.events.push_back(ev).is_err() {
+            self.stats.events_dropped = self.stats.events_dropped.saturating_add(1);
+        }
     }
 
     /// The router inside, to read (its statistics, links and store); it is
@@ -1280,7 +1288,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         }
         let id = parts.first().map(|p| p.id).unwrap_or_default();
         let _ = self.outbox.push(Outgoing { id, parts, state: DeliveryState::Queued });
-        let _ = self.events.push_back(Event::Status { id, state: DeliveryState::Queued });
+        self.push_event(Event::Status { id, state: DeliveryState::Queued });
         Ok(id)
     }
 
@@ -1389,7 +1397,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             let changed = overall != o.state && overall > o.state;
             if changed {
                 o.state = overall;
-                let _ = self.events.push_back(Event::Status { id, state: overall });
+                self.push_event(Event::Status { id, state: overall });
             }
             if matches!(overall, DeliveryState::Delivered | DeliveryState::Expired) {
                 self.outbox.swap_remove(oi);

@@ -304,6 +304,9 @@ pub struct Stats {
     pub stranger_dropped: u64,
     /// Links made from a hello that echoed a valid cookie.
     pub stranger_links: u64,
+    /// Events lost because the driver did not drain `poll_event` (the
+    /// queue holds 32).
+    pub events_dropped: u64,
 }
 
 /// A link as [`Router::links`] reports it.
@@ -758,6 +761,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 stranger_answers: 0,
                 stranger_dropped: 0,
                 stranger_links: 0,
+                events_dropped: 0,
             },
         }
     }
@@ -1744,7 +1748,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         self.schedule_sweep(expires);
         if seen.origin == Origin::Own {
-            let _ = self.events.push_back(Event::Delivered(r.id));
+            self.push_event(Event::Delivered(r.id));
         }
         if pass {
             let item = Item::Receipt { id: r.id, secret: r.secret, level: seen.level, own: li.is_none() };
@@ -1979,7 +1983,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             for &(slot, id, origin, _) in &expired {
                 self.free_slot(slot, id);
                 if origin == Origin::Own {
-                    let _ = self.events.push_back(Event::Expired(id));
+                    self.push_event(Event::Expired(id));
                 }
             }
         }
@@ -2036,6 +2040,14 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             consider(t);
         }
         next
+    }
+
+    /// Queue an event; one that does not fit is counted, never lost
+    /// silently.
+    fn push_event(&mut self, ev: Event) {
+        if self.events.push_back(ev).is_err() {
+            self.stats.events_dropped = self.stats.events_dropped.saturating_add(1);
+        }
     }
 
     /// The next event, if any.
@@ -2299,7 +2311,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                     m.sent = true;
                 }
                 if first_send {
-                    let _ = self.events.push_back(Event::Sent(id));
+                    self.push_event(Event::Sent(id));
                 }
                 let l = self.links.get_mut(li)?.as_mut()?;
                 l.tx.clear();
