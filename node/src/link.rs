@@ -34,7 +34,8 @@ impl Datagrams {
     /// Wipe what it holds, then forget it: frames it carried leave no copy
     /// in this buffer (SPEC §8).
     pub fn wipe(&mut self) {
-        zeroize::Zeroize::zeroize(self.bytes.as_mut_slice());
+        // The arena stays allocated: a plain memset cannot be dropped.
+        self.bytes.fill(0);
         self.clear();
     }
 

@@ -138,7 +138,7 @@ impl Udp {
                             each(from, chunk);
                         }
                         // `each` copied what it needs: no copy stays here.
-                        zeroize::Zeroize::zeroize(&mut buf[..used]);
+                        buf[..used].fill(0);
                     }
                     return;
                 }
@@ -170,7 +170,7 @@ impl Udp {
         // Never grown (so never reallocated with frames in it), wiped after.
         scratch.reserve(SEND_SCRATCH.saturating_sub(scratch.len()));
         self.send_batches(arena, frames, scratch, max_segments).await;
-        zeroize::Zeroize::zeroize(scratch.as_mut_slice());
+        scratch.fill(0);
         scratch.clear();
     }
 
@@ -187,7 +187,7 @@ impl Udp {
             let dest = *dest;
             let first = bytes(r);
             let len = first.len();
-            zeroize::Zeroize::zeroize(scratch.as_mut_slice());
+            scratch.fill(0);
             scratch.clear();
             scratch.extend_from_slice(first);
             let mut n = 1;

@@ -1538,6 +1538,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         // Delivered, expired or evicted: the ciphertext goes with the slot
         // (SPEC §8: nothing of what a relay carried stays in its memory).
+        // A plain memset: the slot stays part of the router, so the compiler
+        // cannot drop the write (only writes to memory about to die can
+        // go; those use `zeroize`).
         match slot.class {
             SizeClass::Small => {
                 if let Some(m) = self.small.meta.get_mut(i)
@@ -1546,7 +1549,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                     self.small.unlink(i);
                 }
                 if let Some(d) = self.small.data.get_mut(i) {
-                    d.zeroize();
+                    d.fill(0);
                 }
             }
             SizeClass::Large => {
@@ -1556,7 +1559,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                     self.large.unlink(i);
                 }
                 if let Some(d) = self.large.data.get_mut(i) {
-                    d.zeroize();
+                    d.fill(0);
                 }
             }
         }
@@ -2117,7 +2120,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             let out = buf.get_mut(..len)?;
             out.copy_from_slice(l.tx.get(..len)?);
             // The frame now lives in the driver's buffer only.
-            l.tx.as_mut_slice().zeroize();
+            l.tx.as_mut_slice().fill(0);
             return Some(Transmit { link: l.id, len });
         }
         let (count, unit) = segment::plan(len, mtu)?;
@@ -2136,7 +2139,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         seg.next = seg.next.saturating_add(1);
         if seg.next >= seg.count {
             l.seg = None;
-            l.tx.as_mut_slice().zeroize();
+            l.tx.as_mut_slice().fill(0);
         }
         Some(Transmit { link: l.id, len: written })
     }
@@ -2298,13 +2301,6 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 }
                 let held = now.saturating_since(meta.arrived).as_secs_ceil();
                 let left = u64::from(meta.lifetime_secs).checked_sub(held).filter(|&l| l > 0)?;
-                let mut tmp = [0u8; MAX_FRAME_LEN];
-                let bytes = self.slot_bytes(slot)?;
-                let len = bytes.len();
-                tmp.get_mut(..len)?.copy_from_slice(bytes);
-                let mut frame = MessageFrame::new_unchecked(tmp.get_mut(..len)?);
-                frame.set_hops(meta.hops);
-                frame.set_lifetime_secs(u32::try_from(left).unwrap_or(MAX_LIFETIME_SECS));
                 let first_send = meta.origin == Origin::Own && !meta.sent;
                 if let Some(m) = self.meta_mut(slot) {
                     m.peer_has |= bit;
@@ -2313,10 +2309,20 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 if first_send {
                     self.push_event(Event::Sent(id));
                 }
+                // Straight from the slot into the link's transmit buffer (no
+                // copy on the stack, where it would outlive the message).
+                let i = usize::from(slot.index);
+                let bytes: &[u8] = match slot.class {
+                    SizeClass::Small => self.small.data.get(i).map(|d| &d[..])?,
+                    SizeClass::Large => self.large.data.get(i).map(|d| &d[..])?,
+                };
                 let l = self.links.get_mut(li)?.as_mut()?;
                 l.tx.clear();
-                l.tx.extend_from_slice(tmp.get(..len)?).ok()?;
-                Some(len)
+                l.tx.extend_from_slice(bytes).ok()?;
+                let mut frame = MessageFrame::new_unchecked(l.tx.as_mut_slice());
+                frame.set_hops(meta.hops);
+                frame.set_lifetime_secs(u32::try_from(left).unwrap_or(MAX_LIFETIME_SECS));
+                Some(l.tx.len())
             }
         }
     }

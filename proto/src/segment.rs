@@ -7,8 +7,6 @@
 //! is bounded twice: a fixed number of slots for the node, at most
 //! [`PER_LINK`] of them per link, and each slot dies after a short timeout.
 
-use zeroize::Zeroize;
-
 use crate::router::LinkId;
 use crate::time::{Duration, Instant};
 use crate::wire::{HELLO_LEN, MAX_FRAME_LEN, SEGMENT_HEADER_LEN, SegmentRepr, SizeClass, WireError};
@@ -98,7 +96,7 @@ impl<const N: usize> Default for Reassembly<N> {
 /// leaves the old payload's bytes in place).
 fn wipe(slot: &mut Option<Slot>) {
     if let Some(s) = slot.as_mut() {
-        s.buf.zeroize();
+        s.buf.fill(0);
     }
     *slot = None;
 }
@@ -152,7 +150,7 @@ impl<const N: usize> Reassembly<N> {
         // Done: release the slot (wiped), but hand out its bytes until the
         // next call.
         self.last = slot.buf;
-        slot.buf.zeroize();
+        slot.buf.fill(0);
         if let Some(s) = self.slots.get_mut(pos) {
             *s = None;
         }
@@ -226,7 +224,7 @@ impl<const N: usize> Reassembly<N> {
     /// Wipe the last completed frame (handed out by [`Reassembly::frame`]
     /// until the next call).
     pub fn wipe_last(&mut self) {
-        self.last.zeroize();
+        self.last.fill(0);
     }
 
     /// The earliest deadline, if any partial frame is held.

@@ -33,6 +33,11 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `ferry` binary: `$CARGO_TARGET_DIR/debug/ferry`, or `<workspace>/target/debug/ferry`.
 /// Panics with a clear message if it is not there.
 pub fn ferry_bin() -> PathBuf {
+    // FERRY_BIN runs the same tests against another build (test.sh runs the
+    // memory test against the release binary: wipes must survive the optimiser).
+    if let Some(bin) = std::env::var_os("FERRY_BIN").filter(|v| !v.is_empty()) {
+        return PathBuf::from(bin);
+    }
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
         Some(dir) => {
