@@ -201,7 +201,6 @@ struct State {
     answers: Vec<(SocketAddr, [u8; HELLO_LEN])>,
     /// Serial ports (`--serial`), each with its router link while up.
     ports: Vec<PortLink>,
-    serial_by_link: HashMap<LinkId, usize>,
 }
 
 /// A serial port as the node sees it.
@@ -599,7 +598,9 @@ impl State {
                     Core::Relay(r) => r.poll_transmit_link(now, link, &mut buf[..]),
                 };
                 let Some(t) = t else { break };
-                if p.port.tx.try_send(buf[..t.len].to_vec()).is_err() {
+                if let Err(e) = p.port.tx.try_send(buf[..t.len].to_vec()) {
+                    // The port went away: the frame is dropped, wiped.
+                    zeroize::Zeroize::zeroize(&mut e.into_inner());
                     break;
                 }
             }
@@ -666,7 +667,6 @@ impl State {
             Core::Endpoint(e) => e.set_pull(link, true),
             Core::Relay(r) => r.set_pull(link, true),
         }
-        self.serial_by_link.insert(link, port);
     }
 
     fn port_down(&mut self, port: usize, link: LinkId) {
@@ -675,7 +675,6 @@ impl State {
             Core::Endpoint(e) => e.handle_link_down(now, link),
             Core::Relay(r) => r.handle_link_down(now, link),
         }
-        self.serial_by_link.remove(&link);
         if let Some(p) = self.ports.get_mut(port) {
             p.link = None;
             tracing::info!("serial {}: link down", p.port.spec.path.display());
@@ -712,8 +711,6 @@ impl State {
         }
     }
 
-    /// A text the endpoint showed (its policy already left out blocked codes
-    /// and strangers over their rate, and sent the receipt).
     /// The endpoint's block list is the address book's (which `contacts.add`
     /// may shorten: adding a blocked code as a contact unblocks it).
     fn sync_blocked(&mut self) {
@@ -729,6 +726,8 @@ impl State {
         }
     }
 
+    /// A text the endpoint showed (its policy already left out blocked codes
+    /// and strangers over their rate, and sent the receipt).
     fn on_received(&mut self, r: ferry_proto::endpoint::Received) {
         let book = self.book.as_ref();
         let code = r.from.code().to_string();
@@ -1031,7 +1030,6 @@ pub fn spawn_on<L: Link>(
         mdns: HashMap::new(),
         answers: Vec::new(),
         ports: Vec::new(),
-        serial_by_link: HashMap::new(),
     };
     let (port_tx, mut port_rx) = mpsc::channel::<PortEvent>(64);
     for (i, spec) in options.serial.iter().enumerate() {

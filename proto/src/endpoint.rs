@@ -19,7 +19,6 @@ use heapless::binary_heap::{BinaryHeap, Max};
 use heapless::index_map::FnvIndexMap;
 use heapless::{Deque, String, Vec};
 use rand_core::CryptoRng;
-use zeroize::Zeroize;
 
 use self::policy::{BlockedFull, Policy, Verdict};
 use crate::envelope::{self, Body, Identity, OpenError, Path, Payload, PeerKey, SealError};
@@ -497,6 +496,20 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             .field("replay", &self.replay.len())
             .finish()
     }
+}
+
+/// Which path a text to contact `c` takes, with `extra` tags already taken
+/// for it: tags only once they have written to us, and only while few of our
+/// tagged messages are unacknowledged (SPEC §4.4).
+fn tagged(c: &Contact, extra: u32) -> bool {
+    c.heard && c.tx_next.saturating_add(extra) < c.tx_acked.saturating_add(TAG_WINDOW / 2)
+}
+
+/// Whether payload `p` fits the plaintext of a `kind` frame of `class`
+/// (serialised into `buf` to find out).
+fn fits(kind: Kind, class: SizeClass, p: &Payload<'_>, buf: &mut [u8]) -> bool {
+    let cap = envelope::plaintext_capacity(kind, class);
+    buf.get_mut(..cap).is_some_and(|b| postcard::to_slice(p, b).is_ok())
 }
 
 fn push_str<const N: usize>(dst: &mut String<N>, s: &str) -> bool {
@@ -1237,23 +1250,15 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             return Err(SendError::OutboxFull);
         }
         let ci = self.contact_index(now, to, false)?;
-        // Which path: tags only once they have written to us, and only while
-        // few of our tagged messages are unacknowledged (SPEC §4.4).
-        let tagged = |c: &Contact, extra: u32| {
-            c.heard && c.tx_next.saturating_add(extra) < c.tx_acked.saturating_add(TAG_WINDOW / 2)
-        };
         // Split into parts that each fit the path's plaintext capacity.
         let whole = Payload { sent_at: unix_secs, body: Body::Text(text) };
-        let mut buf = [0u8; MAX_FRAME_LEN];
-        let fits = |kind: Kind, class: SizeClass, p: &Payload<'_>, buf: &mut [u8]| {
-            let cap = envelope::plaintext_capacity(kind, class);
-            buf.get_mut(..cap).is_some_and(|b| postcard::to_slice(p, b).is_ok())
-        };
+        // Wiped when dropped: it holds plaintext (serialised to measure it).
+        let mut buf = zeroize::Zeroizing::new([0u8; MAX_FRAME_LEN]);
         let c = self.contacts.get(ci).ok_or(SendError::BadKey)?;
         let kind0 = if tagged(c, 0) { Kind::Contact } else { Kind::FirstContact };
         let mut chunks: Vec<(usize, usize), MAX_PARTS> = Vec::new();
         let single_class =
-            [SizeClass::Small, SizeClass::Large].into_iter().find(|&cl| fits(kind0, cl, &whole, &mut buf));
+            [SizeClass::Small, SizeClass::Large].into_iter().find(|&cl| fits(kind0, cl, &whole, &mut buf[..]));
         if single_class.is_some() {
             let _ = chunks.push((0, text.len()));
         } else {
@@ -1309,14 +1314,8 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         parts: &mut Vec<Part, MAX_PARTS>,
     ) -> Result<(), SendError> {
         let count = chunks.len();
-        let tagged = |c: &Contact, extra: u32| {
-            c.heard && c.tx_next.saturating_add(extra) < c.tx_acked.saturating_add(TAG_WINDOW / 2)
-        };
-        let mut buf = [0u8; MAX_FRAME_LEN];
-        let fits = |kind: Kind, class: SizeClass, p: &Payload<'_>, buf: &mut [u8]| {
-            let cap = envelope::plaintext_capacity(kind, class);
-            buf.get_mut(..cap).is_some_and(|b| postcard::to_slice(p, b).is_ok())
-        };
+        // Plaintext, then the sealed frame: wiped when dropped, whatever happens.
+        let mut buf = zeroize::Zeroizing::new([0u8; MAX_FRAME_LEN]);
         for (index, &(a, b)) in chunks.iter().enumerate() {
             let chunk = text.get(a..b).unwrap_or("");
             let payload = if count == 1 {
@@ -1336,7 +1335,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             let kind = if tag.is_some() { Kind::Contact } else { Kind::FirstContact };
             let class = [SizeClass::Small, SizeClass::Large]
                 .into_iter()
-                .find(|&cl| fits(kind, cl, &payload, &mut buf))
+                .find(|&cl| fits(kind, cl, &payload, &mut buf[..]))
                 .ok_or(SendError::TooLong { max: MAX_TEXT })?;
             let spread = rng.next_u32().checked_rem(u32::from(HOPS_SPREAD).saturating_add(1)).unwrap_or(0);
             let hops = HOPS_MIN.saturating_add(spread as u8);
@@ -1351,16 +1350,14 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 self.lifetime_secs,
                 class,
                 &payload,
-                &mut buf,
+                &mut buf[..],
             )
             .map_err(|e| match e {
                 SealError::TooLarge => SendError::TooLong { max: MAX_TEXT },
                 _ => SendError::BadKey,
             })?;
             let frame = buf.get(..sealed.len).unwrap_or(&[]);
-            let stored = self.router.submit(now, frame).map_err(|_| SendError::StoreFull);
-            buf.zeroize();
-            stored?;
+            self.router.submit(now, frame).map_err(|_| SendError::StoreFull)?;
             if let Some((_, n)) = tag {
                 *next_tag = n.saturating_add(1);
             }
