@@ -16,9 +16,12 @@
 //! [`Session`] is the state machine of one link's hellos and credits (SPEC
 //! §10.3, §10.4); [`serial`] puts link frames on a byte stream (COBS,
 //! CRC-16/KERMIT).
+//!
+//! * [`table`]: which address is which link, for drivers (origin, eviction, idle expiry, retries).
 
 pub mod serial;
 mod session;
+pub mod table;
 
 pub use session::{
     CONTROL_LEN, CREDIT_STALL, HELLO_RETRY_FIRST, HELLO_RETRY_MAX, LinkEvent, PEER_SESSION_MIN_INTERVAL, Session,
