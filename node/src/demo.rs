@@ -6,7 +6,7 @@ use ferry_proto::endpoint::{Endpoint, Event};
 use ferry_proto::envelope::Identity;
 use ferry_proto::router::{Config, LinkCaps, LinkId, Router};
 use ferry_proto::wire::{self, MAX_FRAME_LEN, PrettyPrinter, SizeClass};
-use ferry_proto::{Duration, Instant};
+use ferry_proto::{Duration, Instant, Node as FerryNode};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -22,6 +22,14 @@ impl Node {
     fn name(&self) -> &'static str {
         match self {
             Node::Person(n, _) | Node::Relay(n, _) => n,
+        }
+    }
+
+    /// The face both kinds show: the demo drives them the same way.
+    fn core(&mut self) -> &mut dyn FerryNode {
+        match self {
+            Node::Person(_, e) => &mut **e,
+            Node::Relay(_, r) => &mut **r,
         }
     }
 }
@@ -43,10 +51,7 @@ impl Mesh {
         self.links.push((a, b));
         for (x, y) in [(a, b), (b, a)] {
             let link = LinkId(y as u32);
-            let ok = match &mut self.nodes[x] {
-                Node::Person(_, e) => e.handle_link_up(self.now, &mut self.rng, link, caps),
-                Node::Relay(_, r) => r.handle_link_up(self.now, &mut self.rng, link, caps),
-            };
+            let ok = self.nodes[x].core().handle_link_up(self.now, &mut self.rng, link, caps);
             assert!(ok, "link table full");
         }
     }
@@ -55,10 +60,7 @@ impl Mesh {
         println!("  [{}] {} <-> {} out of range", self.now, self.nodes[a].name(), self.nodes[b].name());
         self.links.retain(|&l| l != (a, b) && l != (b, a));
         for (x, y) in [(a, b), (b, a)] {
-            match &mut self.nodes[x] {
-                Node::Person(_, e) => e.handle_link_down(self.now, LinkId(y as u32)),
-                Node::Relay(_, r) => r.handle_link_down(self.now, LinkId(y as u32)),
-            }
+            self.nodes[x].core().handle_link_down(self.now, LinkId(y as u32));
         }
     }
 
@@ -69,18 +71,9 @@ impl Mesh {
         while self.now < end {
             let mut wire_frames = Vec::new();
             for (i, n) in self.nodes.iter_mut().enumerate() {
-                loop {
-                    let t = match n {
-                        Node::Person(_, e) => {
-                            e.handle_timeout(self.now, &mut self.rng);
-                            e.poll_transmit(self.now, &mut buf)
-                        }
-                        Node::Relay(_, r) => {
-                            r.handle_timeout(self.now);
-                            r.poll_transmit(self.now, &mut buf)
-                        }
-                    };
-                    let Some(t) = t else { break };
+                let core = n.core();
+                core.handle_timeout(self.now, &mut self.rng);
+                while let Some(t) = core.poll_transmit(self.now, &mut buf) {
                     wire_frames.push((i, t.link.0 as usize, buf[..t.len].to_vec()));
                 }
             }
@@ -96,27 +89,20 @@ impl Mesh {
                     }
                     println!();
                 }
-                match &mut self.nodes[to] {
-                    Node::Person(_, e) => {
-                        let _ = e.handle_frame(self.now, &mut self.rng, LinkId(from as u32), &bytes);
-                    }
-                    Node::Relay(_, r) => {
-                        let _ = r.handle_frame(self.now, LinkId(from as u32), &bytes);
-                    }
-                }
+                let _ = self.nodes[to].core().handle_frame(self.now, &mut self.rng, LinkId(from as u32), &bytes);
             }
             for n in self.nodes.iter_mut() {
-                if let Node::Person(name, e) = n {
-                    while let Some(ev) = e.poll_event() {
-                        match ev {
-                            Event::Received(r) => println!(
-                                "  [{}] {name} received from {}: \"{}\"",
-                                self.now,
-                                if r.contact { "a contact" } else { "a stranger" },
-                                r.text
-                            ),
-                            Event::Status { state, .. } => println!("  [{}] {name}'s message is {state:?}", self.now),
-                        }
+                let name = n.name();
+                while let Some(ev) = n.core().poll_event() {
+                    match ev {
+                        Event::Received(r) => println!(
+                            "  [{}] {name} received from {}: \"{}\"",
+                            self.now,
+                            if r.contact { "a contact" } else { "a stranger" },
+                            r.text
+                        ),
+                        Event::Status { state, .. } => println!("  [{}] {name}'s message is {state:?}", self.now),
+                        _ => {}
                     }
                 }
             }

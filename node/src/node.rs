@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
-use ferry_proto::Instant;
 use ferry_proto::endpoint::{DeliveryState, Endpoint, Event, SendError};
 use ferry_proto::envelope::{Identity, PeerKey};
 use ferry_proto::router::{Config, HostRouter, LinkCaps, LinkId, Stranger, ValidatedHello};
 use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, MessageId, SizeClass};
+use ferry_proto::{Instant, Node};
 use serde_json::{Value, json};
 use static_cell::ConstStaticCell;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -159,9 +159,28 @@ impl Handle {
     }
 }
 
+/// The core this node drives: a relay or an endpoint, through the one face
+/// both show ([`Node`]); only the endpoint's own requests (send, contacts)
+/// look inside.
 enum Core {
     Endpoint(Box<HostEndpoint>),
     Relay(RelayRouter),
+}
+
+impl Core {
+    fn node(&mut self) -> &mut dyn Node {
+        match self {
+            Core::Endpoint(e) => &mut **e,
+            Core::Relay(r) => &mut **r,
+        }
+    }
+
+    fn node_ref(&self) -> &dyn Node {
+        match self {
+            Core::Endpoint(e) => &**e,
+            Core::Relay(r) => &**r,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,10 +293,7 @@ impl State {
         }
         let link = self.fresh_link_id();
         let now = self.now();
-        let ok = match &mut self.core {
-            Core::Endpoint(e) => e.handle_link_up(now, &mut self.rng, link, UDP_CAPS),
-            Core::Relay(r) => r.handle_link_up(now, &mut self.rng, link, UDP_CAPS),
-        };
+        let ok = self.core.node().handle_link_up(now, &mut self.rng, link, UDP_CAPS);
         if !ok {
             tracing::debug!("link table full or too many link-ups: ignoring a peer");
             return None;
@@ -316,10 +332,7 @@ impl State {
         let now = self.now();
         let addr = addr_bytes(&from);
         let mut answer = [0u8; HELLO_LEN];
-        let r = match &mut self.core {
-            Core::Endpoint(e) => e.handle_stranger(now, &mut self.rng, &addr, bytes, &mut answer),
-            Core::Relay(r) => r.handle_stranger(now, &mut self.rng, &addr, bytes, &mut answer),
-        };
+        let r = self.core.node().handle_stranger(now, &mut self.rng, &addr, bytes, &mut answer);
         match r {
             Stranger::Dropped => {}
             Stranger::Answer(_) => self.answers.push((from, answer)),
@@ -351,10 +364,7 @@ impl State {
 
     fn accept(&mut self, now: Instant, from: SocketAddr, hello: ValidatedHello) -> bool {
         let link = self.fresh_link_id();
-        let ok = match &mut self.core {
-            Core::Endpoint(e) => e.accept_stranger(now, &mut self.rng, link, UDP_CAPS, hello),
-            Core::Relay(r) => r.accept_stranger(now, &mut self.rng, link, UDP_CAPS, hello),
-        };
+        let ok = self.core.node().accept_stranger(now, &mut self.rng, link, UDP_CAPS, hello);
         if ok {
             self.add_peer(from, Origin::Learned, link);
         }
@@ -382,20 +392,15 @@ impl State {
         if let Some(p) = self.peers.remove(&addr) {
             self.by_link.remove(&p.link);
             let now = self.now();
-            match &mut self.core {
-                Core::Endpoint(e) => e.handle_link_down(now, p.link),
-                Core::Relay(r) => r.handle_link_down(now, p.link),
-            }
+            self.core.node().handle_link_down(now, p.link);
             tracing::debug!(%addr, "link down");
         }
     }
 
     /// The links whose peer has answered (address validated).
     fn validated_links(&self) -> std::collections::HashSet<LinkId> {
-        match &self.core {
-            Core::Endpoint(e) => e.router().links().filter(|l| l.validated).map(|l| l.id).collect(),
-            Core::Relay(r) => r.links().filter(|l| l.validated).map(|l| l.id).collect(),
-        }
+        let core = self.core.node_ref();
+        self.by_link.keys().copied().filter(|&l| core.link(l).is_some_and(|i| i.validated)).collect()
     }
 
     fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
@@ -406,28 +411,19 @@ impl State {
         p.last_rx = TokioInstant::now();
         let link = p.link;
         let now = self.now();
-        let _ = match &mut self.core {
-            Core::Endpoint(e) => e.handle_frame(now, &mut self.rng, link, bytes),
-            Core::Relay(r) => r.handle_frame(now, link, bytes).map(|_| ()),
-        };
+        let _ = self.core.node().handle_frame(now, &mut self.rng, link, bytes);
         // Collect the endpoint's events after every datagram: its queue is
         // small, and a receive batch can carry dozens of receipts.
         self.drain_events();
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        match &self.core {
-            Core::Endpoint(e) => e.poll_timeout(),
-            Core::Relay(r) => r.poll_timeout(),
-        }
+        self.core.node_ref().poll_timeout()
     }
 
     fn handle_timeout(&mut self) {
         let now = self.now();
-        match &mut self.core {
-            Core::Endpoint(e) => e.handle_timeout(now, &mut self.rng),
-            Core::Relay(r) => r.handle_timeout(now),
-        }
+        self.core.node().handle_timeout(now, &mut self.rng);
     }
 
     /// One link per node found by mDNS: while none of an instance's
@@ -558,10 +554,7 @@ impl State {
         loop {
             let start = out.bytes.len();
             out.bytes.resize(start + MAX_FRAME_LEN, 0);
-            let t = match &mut self.core {
-                Core::Endpoint(e) => e.poll_transmit(now, &mut out.bytes[start..]),
-                Core::Relay(r) => r.poll_transmit(now, &mut out.bytes[start..]),
-            };
+            let t = self.core.node().poll_transmit(now, &mut out.bytes[start..]);
             let Some(t) = t else {
                 out.bytes.truncate(start);
                 break;
@@ -593,10 +586,7 @@ impl State {
         for p in &self.ports {
             let Some(link) = p.link else { continue };
             while p.port.tx.capacity() > 0 {
-                let t = match &mut self.core {
-                    Core::Endpoint(e) => e.poll_transmit_link(now, link, &mut buf[..]),
-                    Core::Relay(r) => r.poll_transmit_link(now, link, &mut buf[..]),
-                };
+                let t = self.core.node().poll_transmit_link(now, link, &mut buf[..]);
                 let Some(t) = t else { break };
                 if let Err(e) = p.port.tx.try_send(buf[..t.len].to_vec()) {
                     // The port went away: the frame is dropped, wiped.
@@ -626,10 +616,7 @@ impl State {
             }
             PortEvent::Frame { port, mut bytes } => {
                 if let Some(link) = self.ports.get(port).and_then(|p| p.link) {
-                    let _ = match &mut self.core {
-                        Core::Endpoint(e) => e.handle_frame(now, &mut self.rng, link, &bytes),
-                        Core::Relay(r) => r.handle_frame(now, link, &bytes).map(|_| ()),
-                    };
+                    let _ = self.core.node().handle_frame(now, &mut self.rng, link, &bytes);
                     self.drain_events();
                 }
                 zeroize::Zeroize::zeroize(&mut bytes);
@@ -644,10 +631,7 @@ impl State {
         let now = self.now();
         let link = self.fresh_link_id();
         let caps = LinkCaps { mtu: mtu.min(MAX_FRAME_LEN as u16), broadcast: false, max_class: SizeClass::Large };
-        let ok = match &mut self.core {
-            Core::Endpoint(e) => e.handle_link_up(now, &mut self.rng, link, caps),
-            Core::Relay(r) => r.handle_link_up(now, &mut self.rng, link, caps),
-        };
+        let ok = self.core.node().handle_link_up(now, &mut self.rng, link, caps);
         let Some(p) = self.ports.get_mut(port) else { return };
         if !ok {
             if p.waiting.is_none() {
@@ -663,18 +647,12 @@ impl State {
         p.link = Some(link);
         p.up_since = TokioInstant::now();
         tracing::info!("serial {}: link up (peer MTU {mtu})", p.port.spec.path.display());
-        match &mut self.core {
-            Core::Endpoint(e) => e.set_pull(link, true),
-            Core::Relay(r) => r.set_pull(link, true),
-        }
+        self.core.node().set_pull(link, true);
     }
 
     fn port_down(&mut self, port: usize, link: LinkId) {
         let now = self.now();
-        match &mut self.core {
-            Core::Endpoint(e) => e.handle_link_down(now, link),
-            Core::Relay(r) => r.handle_link_down(now, link),
-        }
+        self.core.node().handle_link_down(now, link);
         if let Some(p) = self.ports.get_mut(port) {
             p.link = None;
             tracing::info!("serial {}: link down", p.port.spec.path.display());
@@ -687,9 +665,8 @@ impl State {
     }
 
     fn drain_events(&mut self) {
-        let Core::Endpoint(e) = &mut self.core else { return };
         let mut events = Vec::new();
-        while let Some(ev) = e.poll_event() {
+        while let Some(ev) = self.core.node().poll_event() {
             events.push(ev);
         }
         for ev in events {
@@ -707,6 +684,7 @@ impl State {
                         self.pending.insert(id, state);
                     }
                 }
+                _ => {}
             }
         }
     }
@@ -795,14 +773,8 @@ impl State {
     }
 
     fn stats_json(&self) -> Value {
-        let s = match &self.core {
-            Core::Endpoint(e) => e.router().stats(),
-            Core::Relay(r) => r.stats(),
-        };
-        let held = match &self.core {
-            Core::Endpoint(e) => e.router().held(),
-            Core::Relay(r) => r.held(),
-        };
+        let s = self.core.node_ref().stats();
+        let held = self.core.node_ref().held();
         let mut v = json!({
             "held": held,
             "frames_in": s.frames_in, "frames_out": s.frames_out, "bytes_out": s.bytes_out,
@@ -827,7 +799,7 @@ impl State {
         });
         if let (Core::Endpoint(e), Some(obj)) = (&self.core, v.as_object_mut()) {
             // What the endpoint's policy did not show: never silent.
-            let es = e.stats();
+            let es = e.endpoint_stats();
             obj.insert("shown".into(), es.shown.into());
             obj.insert("blocked".into(), es.blocked.into());
             obj.insert("over_rate".into(), es.over_rate.into());
@@ -1011,10 +983,7 @@ pub fn spawn_on<L: Link>(
         Mode::Relay => (Core::Relay(relay_core()), None),
     };
     let config = router_config(options.store_kib);
-    match &mut core {
-        Core::Endpoint(e) => e.set_config(config),
-        Core::Relay(r) => r.set_config(config),
-    }
+    core.node().set_config(config);
     let mut state = State {
         core,
         book,

@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use ferry_proto::Instant;
+use ferry_proto::Node;
 use ferry_proto::endpoint::{Endpoint, Event};
 use ferry_proto::envelope::{self, Body, Identity, OpenError, Path, Payload, SealError, noise};
 use ferry_proto::router::{Config, DongleRouter, HostRouter, LinkCaps, LinkId, Outcome, Router};
@@ -370,7 +371,7 @@ fn linked_router<const S: usize, const L: usize, const D: usize, const LINKS: us
         let mut nonce = [0u8; 16];
         r.fill_bytes(&mut nonce);
         let n = HelloRepr { nonce, echo: ours }.emit(&mut buf).unwrap();
-        let out = router.handle_frame(T0, link, &buf[..n]).unwrap();
+        let out = router.route_frame(T0, link, &buf[..n]).unwrap();
         assert!(matches!(out, Outcome::Control));
     }
     // The (empty) summaries each validated link sends.
@@ -402,7 +403,7 @@ fn bench_forward<const S: usize, const L: usize, const D: usize, const LINKS: us
             if *i == frames.len() {
                 *i = 0;
             }
-            let new = matches!(router.handle_frame(T0, A, black_box(&frames[*i])), Ok(Outcome::NewMessage { .. }));
+            let new = matches!(router.route_frame(T0, A, black_box(&frames[*i])), Ok(Outcome::NewMessage { .. }));
             let out = drain(router, &mut buf);
             (new, out)
         })
@@ -429,13 +430,13 @@ fn fill<const S: usize, const L: usize, const D: usize, const LINKS: usize, cons
     let mut buf = [0u8; MAX_FRAME_LEN];
     let (last, rest) = frames.split_last().unwrap();
     for f in rest {
-        assert!(matches!(router.handle_frame(T0, A, f).unwrap(), Outcome::NewMessage { .. }));
+        assert!(matches!(router.route_frame(T0, A, f).unwrap(), Outcome::NewMessage { .. }));
         assert_eq!(drain(router, &mut buf), 1);
     }
     // Steady state: the store is full and the seen table no longer grows.
     assert_eq!(router.held(), S, "the store must be full");
     let seen = router.seen_len();
-    assert!(matches!(router.handle_frame(T0, A, last).unwrap(), Outcome::NewMessage { .. }));
+    assert!(matches!(router.route_frame(T0, A, last).unwrap(), Outcome::NewMessage { .. }));
     assert_eq!(drain(router, &mut buf), 1);
     assert_eq!(router.seen_len(), seen, "the seen table must be at its limit");
 }
@@ -455,7 +456,7 @@ fn bench_router(c: &mut Criterion) {
     let dup = frames[19_999];
     let before = router.stats();
     g.bench_function("duplicate", |bench| {
-        bench.iter(|| matches!(router.handle_frame(T0, A, black_box(&dup)), Ok(Outcome::Duplicate(_))))
+        bench.iter(|| matches!(router.route_frame(T0, A, black_box(&dup)), Ok(Outcome::Duplicate(_))))
     });
     let st = router.stats();
     assert_eq!(st.duplicates - before.duplicates, st.frames_in - before.frames_in, "all must be duplicates");

@@ -18,12 +18,13 @@ pub mod policy;
 use heapless::binary_heap::{BinaryHeap, Max};
 use heapless::index_map::FnvIndexMap;
 use heapless::{Deque, String, Vec};
-use rand_core::CryptoRng;
 
 use self::policy::{BlockedFull, Policy, Verdict};
 use crate::envelope::{self, Body, Identity, OpenError, Path, Payload, PeerKey, SealError};
+pub use crate::node::{DeliveryState, Event};
+use crate::node::{Node, Rng};
 use crate::router::{
-    self, Event as RouterEvent, FrameError, LinkCaps, LinkId, Outcome, Router, Stranger, SubmitError, Transmit,
+    self, FrameError, LinkCaps, LinkId, LinkInfo, Outcome, Router, Stats, Stranger, SubmitError, Transmit,
     ValidatedHello,
 };
 use crate::time::{Duration, Instant};
@@ -93,34 +94,6 @@ pub struct Ack {
     parts: [Option<(MessageId, [u8; RECEIPT_SECRET_LEN])>; MAX_PARTS],
 }
 
-/// A sent message's state, as the sender sees it (SPEC §7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DeliveryState {
-    /// Sealed and stored, not yet handed to any link.
-    Queued,
-    /// Handed to at least one link.
-    Sent,
-    /// A valid receipt came back for every part.
-    Delivered,
-    /// Its lifetime ran out before a receipt came.
-    Expired,
-}
-
-/// What the user of an endpoint is told.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)] // events live in a fixed queue either way
-pub enum Event {
-    /// A text arrived.
-    Received(Received),
-    /// A sent message changed state. `id` is what [`Endpoint::send`] returned.
-    Status {
-        /// The message.
-        id: MessageId,
-        /// Its new state.
-        state: DeliveryState,
-    },
-}
-
 /// Why a text could not be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -158,55 +131,19 @@ impl core::fmt::Display for SendError {
 #[cfg(feature = "std")]
 impl std::error::Error for SendError {}
 
-/// The operations the endpoint needs from a router, so that it can wrap any
-/// size of [`Router`].
-pub trait Carrier {
-    /// See [`Router::handle_frame`].
-    fn handle_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError>;
-    /// See [`Router::handle_link_up`].
-    fn handle_link_up(&mut self, now: Instant, rng: router::RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool;
-    /// See [`Router::handle_stranger`].
-    fn handle_stranger(
-        &mut self,
-        now: Instant,
-        rng: router::RngRef<'_>,
-        addr: &[u8],
-        bytes: &[u8],
-        out: &mut [u8],
-    ) -> Stranger;
-    /// See [`Router::accept_stranger`].
-    fn accept_stranger(
-        &mut self,
-        now: Instant,
-        rng: router::RngRef<'_>,
-        link: LinkId,
-        caps: LinkCaps,
-        hello: ValidatedHello,
-    ) -> bool;
-    /// See [`Router::handle_link_down`].
-    fn handle_link_down(&mut self, now: Instant, link: LinkId);
-    /// See [`Router::handle_timeout`].
-    fn handle_timeout(&mut self, now: Instant);
+/// What the endpoint needs from its router beyond the [`Node`] face, so that
+/// it can wrap any size of [`Router`] (or a boxed one).
+pub trait Carrier: Node {
+    /// See [`Router::route_frame`].
+    fn route_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError>;
     /// See [`Router::submit`].
     fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError>;
     /// See [`Router::emit_receipt`].
     fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool;
-    /// See [`Router::poll_transmit`].
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
-    /// See [`Router::poll_transmit_link`].
-    fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit>;
-    /// See [`Router::set_pull`].
-    fn set_pull(&mut self, link: LinkId, pull: bool);
-    /// See [`Router::poll_event`].
-    fn poll_event(&mut self) -> Option<RouterEvent>;
-    /// See [`Router::poll_timeout`].
-    fn poll_timeout(&self) -> Option<Instant>;
     /// See [`Router::message_bytes`].
     fn message_bytes(&self, id: &MessageId) -> Option<&[u8]>;
     /// See [`Router::seed`].
-    fn seed(&mut self, rng: router::RngRef<'_>);
-    /// See [`Router::set_config`].
-    fn set_config(&mut self, config: router::Config);
+    fn seed(&mut self, rng: Rng<'_>);
     /// See [`Router::withdraw`].
     fn withdraw(&mut self, id: &MessageId) -> bool;
 }
@@ -214,37 +151,8 @@ pub trait Carrier {
 impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> Carrier
     for Router<S, L, D, LINKS, Q, R>
 {
-    fn handle_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError> {
-        Router::handle_frame(self, now, link, bytes)
-    }
-    fn handle_link_up(&mut self, now: Instant, rng: router::RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
-        Router::handle_link_up(self, now, rng, link, caps)
-    }
-    fn handle_stranger(
-        &mut self,
-        now: Instant,
-        rng: router::RngRef<'_>,
-        addr: &[u8],
-        bytes: &[u8],
-        out: &mut [u8],
-    ) -> Stranger {
-        Router::handle_stranger(self, now, rng, addr, bytes, out)
-    }
-    fn accept_stranger(
-        &mut self,
-        now: Instant,
-        rng: router::RngRef<'_>,
-        link: LinkId,
-        caps: LinkCaps,
-        hello: ValidatedHello,
-    ) -> bool {
-        Router::accept_stranger(self, now, rng, link, caps, hello)
-    }
-    fn handle_link_down(&mut self, now: Instant, link: LinkId) {
-        Router::handle_link_down(self, now, link)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Router::handle_timeout(self, now)
+    fn route_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError> {
+        Router::route_frame(self, now, link, bytes)
     }
     fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError> {
         Router::submit(self, now, frame)
@@ -252,29 +160,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
         Router::emit_receipt(self, now, id, secret)
     }
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        Router::poll_transmit(self, now, buf)
-    }
-    fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
-        Router::poll_transmit_link(self, now, link, buf)
-    }
-    fn set_pull(&mut self, link: LinkId, pull: bool) {
-        Router::set_pull(self, link, pull)
-    }
-    fn poll_event(&mut self) -> Option<RouterEvent> {
-        Router::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Router::poll_timeout(self)
-    }
     fn message_bytes(&self, id: &MessageId) -> Option<&[u8]> {
         Router::message_bytes(self, id)
     }
-    fn seed(&mut self, rng: router::RngRef<'_>) {
+    fn seed(&mut self, rng: Rng<'_>) {
         Router::seed(self, rng)
-    }
-    fn set_config(&mut self, config: router::Config) {
-        Router::set_config(self, config)
     }
     fn withdraw(&mut self, id: &MessageId) -> bool {
         Router::withdraw(self, id)
@@ -283,37 +173,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
 
 #[cfg(feature = "std")]
 impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
-    fn handle_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError> {
-        (**self).handle_frame(now, link, bytes)
-    }
-    fn handle_link_up(&mut self, now: Instant, rng: router::RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
-        (**self).handle_link_up(now, rng, link, caps)
-    }
-    fn handle_stranger(
-        &mut self,
-        now: Instant,
-        rng: router::RngRef<'_>,
-        addr: &[u8],
-        bytes: &[u8],
-        out: &mut [u8],
-    ) -> Stranger {
-        (**self).handle_stranger(now, rng, addr, bytes, out)
-    }
-    fn accept_stranger(
-        &mut self,
-        now: Instant,
-        rng: router::RngRef<'_>,
-        link: LinkId,
-        caps: LinkCaps,
-        hello: ValidatedHello,
-    ) -> bool {
-        (**self).accept_stranger(now, rng, link, caps, hello)
-    }
-    fn handle_link_down(&mut self, now: Instant, link: LinkId) {
-        (**self).handle_link_down(now, link)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        (**self).handle_timeout(now)
+    fn route_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError> {
+        (**self).route_frame(now, link, bytes)
     }
     fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError> {
         (**self).submit(now, frame)
@@ -321,29 +182,11 @@ impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
     fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
         (**self).emit_receipt(now, id, secret)
     }
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        (**self).poll_transmit(now, buf)
-    }
-    fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
-        (**self).poll_transmit_link(now, link, buf)
-    }
-    fn set_pull(&mut self, link: LinkId, pull: bool) {
-        (**self).set_pull(link, pull)
-    }
-    fn poll_event(&mut self) -> Option<RouterEvent> {
-        (**self).poll_event()
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        (**self).poll_timeout()
-    }
     fn message_bytes(&self, id: &MessageId) -> Option<&[u8]> {
         (**self).message_bytes(id)
     }
-    fn seed(&mut self, rng: router::RngRef<'_>) {
+    fn seed(&mut self, rng: Rng<'_>) {
         (**self).seed(rng)
-    }
-    fn set_config(&mut self, config: router::Config) {
-        (**self).set_config(config)
     }
     fn withdraw(&mut self, id: &MessageId) -> bool {
         (**self).withdraw(id)
@@ -543,8 +386,9 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         }
     }
 
-    /// What was not shown, and why.
-    pub fn stats(&self) -> EndpointStats {
+    /// What was not shown, and why (the router's counters are
+    /// [`Node::stats`]).
+    pub fn endpoint_stats(&self) -> EndpointStats {
         self.stats
     }
 
@@ -559,11 +403,6 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// driven only through the endpoint.
     pub fn router(&self) -> &Rt {
         &self.router
-    }
-
-    /// See [`Router::set_config`].
-    pub fn set_config(&mut self, config: router::Config) {
-        self.router.set_config(config);
     }
 
     /// Block `key`: its texts are dropped unseen and never receipted, so it
@@ -753,137 +592,6 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
 
     // ----- links and timers (pass-through) -------------------------------
 
-    /// See [`Router::handle_link_up`].
-    #[must_use]
-    pub fn handle_link_up<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, link: LinkId, caps: LinkCaps) -> bool {
-        self.router.handle_link_up(now, rng, link, caps)
-    }
-
-    /// See [`Router::handle_stranger`].
-    pub fn handle_stranger<G: CryptoRng>(
-        &mut self,
-        now: Instant,
-        rng: &mut G,
-        addr: &[u8],
-        bytes: &[u8],
-        out: &mut [u8],
-    ) -> Stranger {
-        self.router.handle_stranger(now, rng, addr, bytes, out)
-    }
-
-    /// See [`Router::accept_stranger`].
-    #[must_use]
-    pub fn accept_stranger<G: CryptoRng>(
-        &mut self,
-        now: Instant,
-        rng: &mut G,
-        link: LinkId,
-        caps: LinkCaps,
-        hello: ValidatedHello,
-    ) -> bool {
-        self.router.accept_stranger(now, rng, link, caps, hello)
-    }
-
-    /// See [`Router::handle_link_down`].
-    pub fn handle_link_down(&mut self, now: Instant, link: LinkId) {
-        self.router.handle_link_down(now, link);
-        self.trial_buckets.retain(|(l, _, _)| *l != link);
-    }
-
-    /// Run timers: the router's, and first-contact trials that waited for
-    /// their link's rate limit.
-    pub fn handle_timeout<G: CryptoRng>(&mut self, now: Instant, rng: &mut G) {
-        let mut i = 0;
-        while let Some(&(at, id, secret)) = self.receipts.get(i) {
-            if at <= now {
-                self.receipts.swap_remove(i);
-                let _ = self.router.emit_receipt(now, id, secret);
-            } else {
-                i = i.saturating_add(1);
-            }
-        }
-        self.router.handle_timeout(now);
-        self.drain_router_events();
-        let mut budget = self.trials.len();
-        while budget > 0 && !self.events.is_full() {
-            budget = budget.saturating_sub(1);
-            let Some((link, id)) = self.trials.pop_front() else { break };
-            if !self.take_trial_token(now, link) {
-                let _ = self.trials.push_back((link, id));
-                continue;
-            }
-            let Some(bytes) = self.router.message_bytes(&id) else { continue };
-            let Some(dst) = self.scratch.get_mut(..bytes.len()) else { continue };
-            dst.copy_from_slice(bytes);
-            let len = bytes.len();
-            let mut frame_buf = [0u8; MAX_FRAME_LEN];
-            if let (Some(d), Some(s)) = (frame_buf.get_mut(..len), self.scratch.get(..len)) {
-                d.copy_from_slice(s);
-            }
-            self.try_open(now, rng, id, frame_buf.get(..len).unwrap_or(&[]));
-        }
-        // Long texts whose parts never all came: give up after the maximum
-        // lifetime.
-        let max = Duration::from_secs(u64::from(MAX_LIFETIME_SECS));
-        self.partials.retain(|p| now.saturating_since(p.started) < max);
-        // Replay entries past their time.
-        let mut old: Vec<[u8; RECEIPT_SECRET_LEN], 32> = Vec::new();
-        for (k, e) in self.replay.iter() {
-            if e.until <= now && old.push(*k).is_err() {
-                break;
-            }
-        }
-        for k in &old {
-            self.replay.swap_remove(k);
-        }
-    }
-
-    /// When to call [`Endpoint::handle_timeout`] next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let router = self.router.poll_timeout();
-        let receipt = self.receipts.iter().map(|r| r.0).min();
-        let r = match (router, receipt) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if self.trials.is_empty() {
-            r
-        } else {
-            // Trials wait for tokens: look again in a few milliseconds.
-            let interval = Duration::from_millis(1000u64.checked_div(u64::from(self.trial_rate)).unwrap_or(1).max(1));
-            let soon = self.trial_buckets.iter().map(|(_, _, t)| t.saturating_add(interval)).min();
-            match (r, soon) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        }
-    }
-
-    /// See [`Router::poll_transmit`].
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        let t = self.router.poll_transmit(now, buf);
-        self.drain_router_events();
-        t
-    }
-
-    /// See [`Router::poll_transmit_link`].
-    pub fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
-        let t = self.router.poll_transmit_link(now, link, buf);
-        self.drain_router_events();
-        t
-    }
-
-    /// See [`Router::set_pull`].
-    pub fn set_pull(&mut self, link: LinkId, pull: bool) {
-        self.router.set_pull(link, pull);
-    }
-
-    /// The next event for the user.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.drain_router_events();
-        self.events.pop_front()
-    }
-
     fn take_trial_token(&mut self, now: Instant, link: LinkId) -> bool {
         let i = match self.trial_buckets.iter().position(|(l, _, _)| *l == link) {
             Some(i) => i,
@@ -911,45 +619,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
 
     // ----- input ---------------------------------------------------------
 
-    /// Handle a datagram from `link`: relay it, and open it if it is for us.
-    pub fn handle_frame<G: CryptoRng>(
-        &mut self,
-        now: Instant,
-        rng: &mut G,
-        link: LinkId,
-        bytes: &[u8],
-    ) -> Result<(), FrameError> {
-        let mut frame_buf = [0u8; MAX_FRAME_LEN];
-        let (id, len) = match self.router.handle_frame(now, link, bytes)? {
-            Outcome::NewMessage { id, frame, .. } => {
-                let len = frame.len();
-                frame_buf.get_mut(..len).ok_or(FrameError::Exhausted)?.copy_from_slice(frame);
-                (id, len)
-            }
-            _ => {
-                self.drain_router_events();
-                return Ok(());
-            }
-        };
-        self.drain_router_events();
-        let frame = frame_buf.get(..len).unwrap_or(&[]);
-        let kind = MessageFrame::new_unchecked(frame).kind();
-        // No room to report a text (the driver has not drained events), or
-        // over this link's DH budget: try later, if the store keeps it.
-        let defer = self.events.is_full() || (kind == Kind::FirstContact && !self.take_trial_token(now, link));
-        if defer {
-            // Over this link's DH budget: try later if the store keeps it.
-            if self.trials.is_full() {
-                let _ = self.trials.pop_front();
-            }
-            let _ = self.trials.push_back((link, id));
-            return Ok(());
-        }
-        self.try_open(now, rng, id, frame);
-        Ok(())
-    }
-
-    fn try_open<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, id: MessageId, frame: &[u8]) {
+    fn try_open(&mut self, now: Instant, rng: Rng<'_>, id: MessageId, frame: &[u8]) {
         let Ok(m) = MessageFrame::new_checked(frame) else { return };
         let contact = match m.kind() {
             Kind::Contact => {
@@ -1035,7 +705,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// Hand a text to the user unless the policy says no; remember it
     /// (never shown twice, and a refused one is not looked at again) and,
     /// with automatic receipts, send its receipts.
-    fn show<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, r: Received) {
+    fn show(&mut self, now: Instant, rng: Rng<'_>, r: Received) {
         let (ack, sent_at, contact) = (r.ack, r.sent_at, r.contact);
         match self.policy.verdict(now, &r.from, contact) {
             Verdict::Show => {}
@@ -1074,7 +744,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
 
     /// Send the receipts of a received text (see
     /// [`Endpoint::set_auto_receipts`]). Acknowledging twice is harmless.
-    pub fn acknowledge<G: CryptoRng>(&mut self, now: Instant, rng: &mut G, ack: &Ack) {
+    pub fn acknowledge(&mut self, now: Instant, rng: Rng<'_>, ack: &Ack) {
         for (id, secret) in ack.parts.iter().flatten() {
             if let Some(entry) = self.replay.get_mut(secret) {
                 if entry.receipted {
@@ -1086,13 +756,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         }
     }
 
-    fn schedule_receipt<G: CryptoRng>(
-        &mut self,
-        now: Instant,
-        rng: &mut G,
-        id: MessageId,
-        secret: [u8; RECEIPT_SECRET_LEN],
-    ) {
+    fn schedule_receipt(&mut self, now: Instant, rng: Rng<'_>, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) {
         // Uniform in [min, max - grid), then rounded up to the grid: always
         // within [min, max].
         let spread = RECEIPT_DELAY_MS.1.saturating_sub(RECEIPT_DELAY_MS.0).saturating_sub(RECEIPT_GRID_MS);
@@ -1230,10 +894,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// events will carry. `unix_secs` is the sender's own clock, shown to
     /// the recipient. Texts longer than one frame go as up to
     /// [`MAX_PARTS`] frames that only the recipient reassembles.
-    pub fn send<G: CryptoRng>(
+    pub fn send(
         &mut self,
         now: Instant,
-        rng: &mut G,
+        rng: Rng<'_>,
         unix_secs: u64,
         to: &PeerKey,
         text: &str,
@@ -1300,10 +964,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// Seal and store each part of a text (see [`Endpoint::send`]); the
     /// parts stored so far are in `parts` whatever happens.
     #[allow(clippy::too_many_arguments)]
-    fn seal_parts<G: CryptoRng>(
+    fn seal_parts(
         &mut self,
         now: Instant,
-        rng: &mut G,
+        rng: Rng<'_>,
         ci: usize,
         chunks: &[(usize, usize)],
         group: u32,
@@ -1369,11 +1033,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// Map router events about own frames onto sent messages.
     fn drain_router_events(&mut self) {
         while let Some(ev) = self.router.poll_event() {
-            let (pid, state) = match ev {
-                RouterEvent::Sent(id) => (id, DeliveryState::Sent),
-                RouterEvent::Delivered(id) => (id, DeliveryState::Delivered),
-                RouterEvent::Expired(id) | RouterEvent::Dropped(id) => (id, DeliveryState::Expired),
-            };
+            let Event::Status { id: pid, state } = ev else { continue };
             let Some(oi) = self.outbox.iter().position(|o| o.parts.iter().any(|p| p.id == pid)) else { continue };
             let Some(o) = self.outbox.get_mut(oi) else { continue };
             let mut acked = None;
@@ -1405,5 +1065,172 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 c.tx_acked = c.tx_acked.max(n.saturating_add(1));
             }
         }
+    }
+}
+
+/// The endpoint shows the same face as a relay: see [`Node`].
+impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> Node
+    for Endpoint<Rt, C, TAGS, OUT, REPLAY>
+{
+    fn handle_link_up(&mut self, now: Instant, rng: Rng<'_>, link: LinkId, caps: LinkCaps) -> bool {
+        self.router.handle_link_up(now, rng, link, caps)
+    }
+
+    fn handle_stranger(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], bytes: &[u8], out: &mut [u8]) -> Stranger {
+        self.router.handle_stranger(now, rng, addr, bytes, out)
+    }
+
+    fn accept_stranger(
+        &mut self,
+        now: Instant,
+        rng: Rng<'_>,
+        link: LinkId,
+        caps: LinkCaps,
+        hello: ValidatedHello,
+    ) -> bool {
+        self.router.accept_stranger(now, rng, link, caps, hello)
+    }
+
+    fn handle_link_down(&mut self, now: Instant, link: LinkId) {
+        self.router.handle_link_down(now, link);
+        self.trial_buckets.retain(|(l, _, _)| *l != link);
+    }
+
+    fn handle_timeout(&mut self, now: Instant, rng: Rng<'_>) {
+        let mut i = 0;
+        while let Some(&(at, id, secret)) = self.receipts.get(i) {
+            if at <= now {
+                self.receipts.swap_remove(i);
+                let _ = self.router.emit_receipt(now, id, secret);
+            } else {
+                i = i.saturating_add(1);
+            }
+        }
+        self.router.handle_timeout(now, &mut *rng);
+        self.drain_router_events();
+        let mut budget = self.trials.len();
+        while budget > 0 && !self.events.is_full() {
+            budget = budget.saturating_sub(1);
+            let Some((link, id)) = self.trials.pop_front() else { break };
+            if !self.take_trial_token(now, link) {
+                let _ = self.trials.push_back((link, id));
+                continue;
+            }
+            let Some(bytes) = self.router.message_bytes(&id) else { continue };
+            let Some(dst) = self.scratch.get_mut(..bytes.len()) else { continue };
+            dst.copy_from_slice(bytes);
+            let len = bytes.len();
+            let mut frame_buf = [0u8; MAX_FRAME_LEN];
+            if let (Some(d), Some(s)) = (frame_buf.get_mut(..len), self.scratch.get(..len)) {
+                d.copy_from_slice(s);
+            }
+            self.try_open(now, rng, id, frame_buf.get(..len).unwrap_or(&[]));
+        }
+        // Long texts whose parts never all came: give up after the maximum
+        // lifetime.
+        let max = Duration::from_secs(u64::from(MAX_LIFETIME_SECS));
+        self.partials.retain(|p| now.saturating_since(p.started) < max);
+        // Replay entries past their time.
+        let mut old: Vec<[u8; RECEIPT_SECRET_LEN], 32> = Vec::new();
+        for (k, e) in self.replay.iter() {
+            if e.until <= now && old.push(*k).is_err() {
+                break;
+            }
+        }
+        for k in &old {
+            self.replay.swap_remove(k);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let router = self.router.poll_timeout();
+        let receipt = self.receipts.iter().map(|r| r.0).min();
+        let r = match (router, receipt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if self.trials.is_empty() {
+            r
+        } else {
+            // Trials wait for tokens: look again in a few milliseconds.
+            let interval = Duration::from_millis(1000u64.checked_div(u64::from(self.trial_rate)).unwrap_or(1).max(1));
+            let soon = self.trial_buckets.iter().map(|(_, _, t)| t.saturating_add(interval)).min();
+            match (r, soon) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.router.poll_transmit(now, buf);
+        self.drain_router_events();
+        t
+    }
+
+    fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.router.poll_transmit_link(now, link, buf);
+        self.drain_router_events();
+        t
+    }
+
+    fn set_pull(&mut self, link: LinkId, pull: bool) {
+        self.router.set_pull(link, pull);
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.drain_router_events();
+        self.events.pop_front()
+    }
+
+    fn handle_frame(&mut self, now: Instant, rng: Rng<'_>, link: LinkId, bytes: &[u8]) -> Result<(), FrameError> {
+        let mut frame_buf = [0u8; MAX_FRAME_LEN];
+        let (id, len) = match self.router.route_frame(now, link, bytes)? {
+            Outcome::NewMessage { id, frame, .. } => {
+                let len = frame.len();
+                frame_buf.get_mut(..len).ok_or(FrameError::Exhausted)?.copy_from_slice(frame);
+                (id, len)
+            }
+            _ => {
+                self.drain_router_events();
+                return Ok(());
+            }
+        };
+        self.drain_router_events();
+        let frame = frame_buf.get(..len).unwrap_or(&[]);
+        let kind = MessageFrame::new_unchecked(frame).kind();
+        // No room to report a text (the driver has not drained events), or
+        // over this link's DH budget: try later, if the store keeps it.
+        let defer = self.events.is_full() || (kind == Kind::FirstContact && !self.take_trial_token(now, link));
+        if defer {
+            // Over this link's DH budget: try later if the store keeps it.
+            if self.trials.is_full() {
+                let _ = self.trials.pop_front();
+            }
+            let _ = self.trials.push_back((link, id));
+            return Ok(());
+        }
+        self.try_open(now, rng, id, frame);
+        Ok(())
+    }
+
+    fn set_config(&mut self, config: router::Config) {
+        self.router.set_config(config);
+    }
+
+    fn link(&self, link: LinkId) -> Option<LinkInfo> {
+        self.router.link(link)
+    }
+
+    fn stats(&self) -> Stats {
+        self.router.stats()
+    }
+
+    fn held(&self) -> usize {
+        self.router.held()
+    }
+
+    fn config(&self) -> &router::Config {
+        self.router.config()
     }
 }

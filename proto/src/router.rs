@@ -25,10 +25,10 @@
 
 use heapless::index_map::FnvIndexMap;
 use heapless::{Deque, Vec};
-use rand_core::Rng;
 use zeroize::Zeroize;
 
 use crate::hash;
+use crate::node::{DeliveryState, Event, Node, Rng};
 use crate::segment::{self, Reassembly, SegmentError};
 use crate::time::{Duration, Instant};
 use crate::wire::{
@@ -244,20 +244,6 @@ pub enum SubmitError {
     StoreFull,
 }
 
-/// Something the driver or endpoint should know.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// An own message went out on a link for the first time.
-    Sent(MessageId),
-    /// An own message's receipt arrived (authenticated by its commitment).
-    Delivered(MessageId),
-    /// An own message's lifetime ran out undelivered.
-    Expired(MessageId),
-    /// An own message was dropped from the store before delivery (only when
-    /// the driver shrinks resources; relayed traffic never causes it).
-    Dropped(MessageId),
-}
-
 /// A frame to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -422,7 +408,7 @@ impl<const D: usize> SeenTable<D> {
     }
 
     /// Draw the key, if nothing is in the table yet and none was drawn.
-    fn seed(&mut self, rng: RngRef<'_>) {
+    fn seed(&mut self, rng: Rng<'_>) {
         if self.map.is_empty() && self.key == [0; 16] {
             rng.fill_bytes(&mut self.key);
         }
@@ -661,7 +647,7 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     /// Secret per node: spreads the deferral delays.
     defer_salt: u32,
     reassembly: Reassembly<R>,
-    events: Deque<Event, 32>,
+    events: Deque<(MessageId, DeliveryState), 32>,
     seq: u32,
     rr: usize,
     /// When the next expiry falls due (at most one sweep a second);
@@ -683,11 +669,6 @@ pub type DongleRouter = Router<64, 8, 256, 4, 32, 2>;
 /// A router sized for the host daemon: about 3 MiB (2048 small and 1024
 /// large slots, 8192 seen entries, 32 links). Box it.
 pub type HostRouter = Router<2048, 1024, 8192, 32, 256, 16>;
-
-/// Every entry point of the router that needs randomness takes it as
-/// `&mut dyn Rng` (nonces are not secrets a node must keep, but unpredictable
-/// nonces are what makes address validation work).
-pub type RngRef<'a> = &'a mut dyn Rng;
 
 impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize>
     core::fmt::Debug for Router<S, L, D, LINKS, Q, R>
@@ -764,28 +745,6 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 events_dropped: 0,
             },
         }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// Replace the configuration (meant for start-up, before any frame: a
-    /// store already fuller than a new `store_slots` drains as its
-    /// messages go, rather than at once).
-    pub fn set_config(&mut self, config: Config) {
-        self.config = config;
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> Stats {
-        self.stats
-    }
-
-    /// Messages held in the store.
-    pub fn held(&self) -> usize {
-        self.used[0].saturating_add(self.used[1])
     }
 
     /// Check the router's internal consistency (for tests and fuzzing; it
@@ -907,15 +866,6 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
 
     // ----- links -------------------------------------------------------
 
-    /// A link came up. The router greets it with a hello (address
-    /// validation, summary salt) unless it is a broadcast medium. Returns
-    /// `false` if the link table is full or link-ups arrive faster than
-    /// [`Config::link_ups_per_sec`]; the driver should then drop the link.
-    #[must_use]
-    pub fn handle_link_up(&mut self, now: Instant, rng: RngRef<'_>, link: LinkId, caps: LinkCaps) -> bool {
-        self.new_link(now, rng, link, caps).is_some()
-    }
-
     /// Cookies are valid in the epoch they were made and the next one:
     /// 10 to 20 s, many round trips even on a slow link.
     const COOKIE_EPOCH_MS: u64 = 10_000;
@@ -924,106 +874,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         u32::try_from(now.millis() / Self::COOKIE_EPOCH_MS).unwrap_or(u32::MAX)
     }
 
-    /// Bytes from an address that has no link (SPEC §6.1, stateless
-    /// validation). Nothing is kept for such an address until it proves it
-    /// receives there. A well-formed Ferry frame of at least 33 bytes is
-    /// answered with one hello whose nonce is a *cookie* (a keyed hash of
-    /// the address and the time epoch, that only this node can make) and
-    /// that echoes the frame's nonce if it is a hello (zeros otherwise: a
-    /// peer that believes it has a link to us, after our restart, learns
-    /// that it must greet us again). Anything else is dropped. A hello that
-    /// echoes a valid cookie for its address is [`Stranger::Validated`].
-    /// `addr` is the driver's name for the address (a UDP address's bytes,
-    /// say); `out` takes the answer (33 bytes).
-    ///
-    /// A source gets at most one 33-byte hello per frame of at least 33
-    /// bytes it sends (no amplification), and at most
-    /// [`Config::stranger_answers_per_sec`] answers go out in all.
-    pub fn handle_stranger(
-        &mut self,
-        now: Instant,
-        rng: RngRef<'_>,
-        addr: &[u8],
-        bytes: &[u8],
-        out: &mut [u8],
-    ) -> Stranger {
-        self.seed(&mut *rng);
-        if self.cookie_key == [0; 16] {
-            // Drawn at the first stranger, not in `seed`: drivers that never
-            // see one (the simulator, a dongle on serial links) keep the same
-            // random streams.
-            rng.fill_bytes(&mut self.cookie_key);
-        }
-        let hello = HelloRepr::parse(bytes).ok();
-        let epoch = Self::cookie_epoch(now);
-        if let Some(h) = hello
-            && [epoch, epoch.saturating_sub(1)].iter().any(|&e| hash::cookie(&self.cookie_key, e, addr) == h.echo)
-        {
-            return Stranger::Validated(ValidatedHello {
-                cookie: h.echo,
-                peer_nonce: h.nonce,
-                len: u16::try_from(bytes.len()).unwrap_or(u16::MAX),
-            });
-        }
-        if bytes.len() < HELLO_LEN || crate::wire::classify(bytes).is_err() {
-            self.stats.stranger_dropped = self.stats.stranger_dropped.saturating_add(1);
-            return Stranger::Dropped;
-        }
-        if now.saturating_since(self.stranger_answers.0) >= Duration::from_secs(1) {
-            self.stranger_answers = (now, 0);
-        }
-        if self.stranger_answers.1 >= self.config.stranger_answers_per_sec {
-            self.stats.stranger_dropped = self.stats.stranger_dropped.saturating_add(1);
-            return Stranger::Dropped;
-        }
-        let answer =
-            HelloRepr { nonce: hash::cookie(&self.cookie_key, epoch, addr), echo: hello.map_or([0; 16], |h| h.nonce) };
-        match answer.emit(out) {
-            Ok(n) => {
-                self.stranger_answers.1 = self.stranger_answers.1.saturating_add(1);
-                self.stats.stranger_answers = self.stats.stranger_answers.saturating_add(1);
-                Stranger::Answer(n)
-            }
-            Err(_) => Stranger::Dropped,
-        }
-    }
-
-    /// Make the link a validated hello asked for, under `link` (point to
-    /// point: `caps.broadcast` is ignored). It is validated at once and its
-    /// summary exchange starts. `false`: the link table is full, or link-ups
-    /// are over their rate; free a link and try again, or drop it.
-    #[must_use]
-    pub fn accept_stranger(
-        &mut self,
-        now: Instant,
-        rng: RngRef<'_>,
-        link: LinkId,
-        caps: LinkCaps,
-        hello: ValidatedHello,
-    ) -> bool {
-        let caps = LinkCaps { broadcast: false, ..caps };
-        let Some(li) = self.new_link(now, rng, link, caps) else {
-            return false;
-        };
-        let resync = self.config.resync;
-        if let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) {
-            // Our nonce on this link is the cookie the peer echoed: both
-            // sides derive the salt from the same two nonces.
-            l.nonce = hello.cookie;
-            l.peer_nonce = Some(hello.peer_nonce);
-            l.salt = hash::link_salt(&hello.cookie, &hello.peer_nonce);
-            l.validated = true;
-            l.hello_due = None;
-            l.summary_cursor = Some(0);
-            l.next_resync = now.saturating_add(resync);
-            l.rx_bytes = u64::from(hello.len);
-        }
-        self.stats.stranger_links = self.stats.stranger_links.saturating_add(1);
-        true
-    }
-
     /// A new link in a free slot, greeted with a hello unless broadcast.
-    fn new_link(&mut self, now: Instant, rng: RngRef<'_>, link: LinkId, caps: LinkCaps) -> Option<usize> {
+    fn new_link(&mut self, now: Instant, rng: Rng<'_>, link: LinkId, caps: LinkCaps) -> Option<usize> {
         self.seed(&mut *rng);
         if self.link_index(link).is_some() {
             self.handle_link_down(now, link);
@@ -1085,19 +937,6 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         Some(free)
     }
 
-    /// A link went down: its queue, partial frames and summary state go.
-    /// Stored messages stay (that is the "carry" in store-carry-forward);
-    /// their charge moves to nobody's account.
-    pub fn handle_link_down(&mut self, _now: Instant, link: LinkId) {
-        if let Some(i) = self.link_index(link)
-            && let Some(l) = self.links.get_mut(i)
-        {
-            *l = None;
-            self.deferred.retain(|d| usize::from(d.link) != i);
-        }
-        self.reassembly.link_down(link);
-    }
-
     fn refill(link: &mut Link<Q>, config: &Config, now: Instant) {
         let elapsed = now.saturating_since(link.refill_at).as_millis();
         let add = elapsed.saturating_mul(u64::from(config.link_rate)) / 1000;
@@ -1112,7 +951,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
 
     /// Handle one datagram received on `link`. Never panics; any bytes are
     /// fine (malformed ones are counted and refused with a typed error).
-    pub fn handle_frame<'a>(
+    pub fn route_frame<'a>(
         &'a mut self,
         now: Instant,
         link: LinkId,
@@ -1751,7 +1590,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         self.schedule_sweep(expires);
         if seen.origin == Origin::Own {
-            self.push_event(Event::Delivered(r.id));
+            self.push_event(r.id, DeliveryState::Delivered);
         }
         if pass {
             let item = Item::Receipt { id: r.id, secret: r.secret, level: seen.level, own: li.is_none() };
@@ -1939,31 +1778,8 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// endpoint's `send` call it, so a node keys its tables before anything
     /// enters them; a driver that submits frames itself should call it
     /// first.
-    pub fn seed(&mut self, rng: RngRef<'_>) {
+    pub fn seed(&mut self, rng: Rng<'_>) {
         self.seen.seed(rng);
-    }
-
-    /// Run timers: due receipts, hello retries, expiry of stored messages,
-    /// seen entries and partial frames.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if now >= self.next_sweep {
-            self.last_sweep = now;
-            self.next_sweep = Instant::FAR_FUTURE;
-            self.sweep(now);
-        }
-        self.reassembly.expire(now);
-        self.release_deferred(now);
-        // Periodic summary rounds on validated point-to-point links.
-        let resync = self.config.resync;
-        for l in self.links.iter_mut().flatten() {
-            if l.validated && !l.caps.broadcast && l.next_resync <= now {
-                if l.summary_cursor.is_none() {
-                    l.summary_cursor = Some(0);
-                    l.summary_seq = 0;
-                }
-                l.next_resync = now.saturating_add(resync);
-            }
-        }
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -1986,7 +1802,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             for &(slot, id, origin, _) in &expired {
                 self.free_slot(slot, id);
                 if origin == Origin::Own {
-                    self.push_event(Event::Expired(id));
+                    self.push_event(id, DeliveryState::Expired);
                 }
             }
         }
@@ -2021,91 +1837,15 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         self.schedule_sweep(next);
     }
 
-    /// When to call [`Router::handle_timeout`] next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if (self.held() > 0 || !self.seen.is_empty()) && self.next_sweep < Instant::FAR_FUTURE {
-            consider(self.next_sweep);
-        }
-        for l in self.links.iter().flatten() {
-            if let Some(t) = l.hello_due {
-                consider(t);
-            }
-            if l.validated && !l.caps.broadcast {
-                consider(l.next_resync);
-            }
-        }
-        if let Some(t) = self.reassembly.next_deadline() {
-            consider(t);
-        }
-        if let Some(t) = self.deferred.iter().map(|d| d.due).min() {
-            consider(t);
-        }
-        next
-    }
-
     /// Queue an event; one that does not fit is counted, never lost
     /// silently.
-    fn push_event(&mut self, ev: Event) {
-        if self.events.push_back(ev).is_err() {
+    fn push_event(&mut self, id: MessageId, state: DeliveryState) {
+        if self.events.push_back((id, state)).is_err() {
             self.stats.events_dropped = self.stats.events_dropped.saturating_add(1);
         }
     }
 
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
     // ----- output --------------------------------------------------------
-
-    /// The next datagram to send, written to the start of `buf` (which must
-    /// hold [`MAX_FRAME_LEN`] bytes). Links take turns, so one busy link
-    /// cannot starve the others.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        if !self.deferred.is_empty() {
-            self.release_deferred(now);
-        }
-        let n = LINKS;
-        for step in 0..n {
-            let li = self.rr.wrapping_add(step).checked_rem(n).unwrap_or(0);
-            if self.links.get(li).and_then(Option::as_ref).is_none_or(|l| l.pull) {
-                continue;
-            }
-            if let Some(t) = self.transmit_on(now, li, buf) {
-                self.rr = li.wrapping_add(1);
-                self.stats.frames_out = self.stats.frames_out.saturating_add(1);
-                self.stats.bytes_out = self.stats.bytes_out.saturating_add(t.len as u64);
-                return Some(t);
-            }
-        }
-        None
-    }
-
-    /// The next frame (or segment) for one link, whether or not it is a
-    /// pull link: for a driver whose link can take a frame now (it has a
-    /// credit, its line is free). Same order as [`Router::poll_transmit`]
-    /// within the link.
-    pub fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
-        if !self.deferred.is_empty() {
-            self.release_deferred(now);
-        }
-        let li = self.link_index(link)?;
-        let t = self.transmit_on(now, li, buf)?;
-        self.stats.frames_out = self.stats.frames_out.saturating_add(1);
-        self.stats.bytes_out = self.stats.bytes_out.saturating_add(t.len as u64);
-        Some(t)
-    }
-
-    /// Make `link` a pull link (or not): [`Router::poll_transmit`] skips
-    /// it, and its frames come only from [`Router::poll_transmit_link`].
-    /// For links that pace themselves (serial with credits, BLE).
-    pub fn set_pull(&mut self, link: LinkId, pull: bool) {
-        if let Some(l) = self.link_index(link).and_then(|i| self.links.get_mut(i)).and_then(Option::as_mut) {
-            l.pull = pull;
-        }
-    }
 
     /// Produce the next datagram for link `li`.
     fn transmit_on(&mut self, now: Instant, li: usize, buf: &mut [u8]) -> Option<Transmit> {
@@ -2307,7 +2047,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                     m.sent = true;
                 }
                 if first_send {
-                    self.push_event(Event::Sent(id));
+                    self.push_event(id, DeliveryState::Sent);
                 }
                 // Straight from the slot into the link's transmit buffer (no
                 // copy on the stack, where it would outlive the message).
@@ -2334,6 +2074,206 @@ impl Meta {
             Origin::Own => None,
             Origin::Link(l) => Some(l),
         }
+    }
+}
+
+/// The relay is the node face itself: see [`Node`] for what each call does.
+impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> Node
+    for Router<S, L, D, LINKS, Q, R>
+{
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn held(&self) -> usize {
+        self.used[0].saturating_add(self.used[1])
+    }
+
+    fn handle_link_up(&mut self, now: Instant, rng: Rng<'_>, link: LinkId, caps: LinkCaps) -> bool {
+        self.new_link(now, rng, link, caps).is_some()
+    }
+
+    fn handle_stranger(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], bytes: &[u8], out: &mut [u8]) -> Stranger {
+        self.seed(&mut *rng);
+        if self.cookie_key == [0; 16] {
+            // Drawn at the first stranger, not in `seed`: drivers that never
+            // see one (the simulator, a dongle on serial links) keep the same
+            // random streams.
+            rng.fill_bytes(&mut self.cookie_key);
+        }
+        let hello = HelloRepr::parse(bytes).ok();
+        let epoch = Self::cookie_epoch(now);
+        if let Some(h) = hello
+            && [epoch, epoch.saturating_sub(1)].iter().any(|&e| hash::cookie(&self.cookie_key, e, addr) == h.echo)
+        {
+            return Stranger::Validated(ValidatedHello {
+                cookie: h.echo,
+                peer_nonce: h.nonce,
+                len: u16::try_from(bytes.len()).unwrap_or(u16::MAX),
+            });
+        }
+        if bytes.len() < HELLO_LEN || crate::wire::classify(bytes).is_err() {
+            self.stats.stranger_dropped = self.stats.stranger_dropped.saturating_add(1);
+            return Stranger::Dropped;
+        }
+        if now.saturating_since(self.stranger_answers.0) >= Duration::from_secs(1) {
+            self.stranger_answers = (now, 0);
+        }
+        if self.stranger_answers.1 >= self.config.stranger_answers_per_sec {
+            self.stats.stranger_dropped = self.stats.stranger_dropped.saturating_add(1);
+            return Stranger::Dropped;
+        }
+        let answer =
+            HelloRepr { nonce: hash::cookie(&self.cookie_key, epoch, addr), echo: hello.map_or([0; 16], |h| h.nonce) };
+        match answer.emit(out) {
+            Ok(n) => {
+                self.stranger_answers.1 = self.stranger_answers.1.saturating_add(1);
+                self.stats.stranger_answers = self.stats.stranger_answers.saturating_add(1);
+                Stranger::Answer(n)
+            }
+            Err(_) => Stranger::Dropped,
+        }
+    }
+
+    fn accept_stranger(
+        &mut self,
+        now: Instant,
+        rng: Rng<'_>,
+        link: LinkId,
+        caps: LinkCaps,
+        hello: ValidatedHello,
+    ) -> bool {
+        let caps = LinkCaps { broadcast: false, ..caps };
+        let Some(li) = self.new_link(now, rng, link, caps) else {
+            return false;
+        };
+        let resync = self.config.resync;
+        if let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) {
+            // Our nonce on this link is the cookie the peer echoed: both
+            // sides derive the salt from the same two nonces.
+            l.nonce = hello.cookie;
+            l.peer_nonce = Some(hello.peer_nonce);
+            l.salt = hash::link_salt(&hello.cookie, &hello.peer_nonce);
+            l.validated = true;
+            l.hello_due = None;
+            l.summary_cursor = Some(0);
+            l.next_resync = now.saturating_add(resync);
+            l.rx_bytes = u64::from(hello.len);
+        }
+        self.stats.stranger_links = self.stats.stranger_links.saturating_add(1);
+        true
+    }
+
+    fn handle_link_down(&mut self, _now: Instant, link: LinkId) {
+        if let Some(i) = self.link_index(link)
+            && let Some(l) = self.links.get_mut(i)
+        {
+            *l = None;
+            self.deferred.retain(|d| usize::from(d.link) != i);
+        }
+        self.reassembly.link_down(link);
+    }
+
+    fn handle_timeout(&mut self, now: Instant, _rng: Rng<'_>) {
+        if now >= self.next_sweep {
+            self.last_sweep = now;
+            self.next_sweep = Instant::FAR_FUTURE;
+            self.sweep(now);
+        }
+        self.reassembly.expire(now);
+        self.release_deferred(now);
+        // Periodic summary rounds on validated point-to-point links.
+        let resync = self.config.resync;
+        for l in self.links.iter_mut().flatten() {
+            if l.validated && !l.caps.broadcast && l.next_resync <= now {
+                if l.summary_cursor.is_none() {
+                    l.summary_cursor = Some(0);
+                    l.summary_seq = 0;
+                }
+                l.next_resync = now.saturating_add(resync);
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if (self.held() > 0 || !self.seen.is_empty()) && self.next_sweep < Instant::FAR_FUTURE {
+            consider(self.next_sweep);
+        }
+        for l in self.links.iter().flatten() {
+            if let Some(t) = l.hello_due {
+                consider(t);
+            }
+            if l.validated && !l.caps.broadcast {
+                consider(l.next_resync);
+            }
+        }
+        if let Some(t) = self.reassembly.next_deadline() {
+            consider(t);
+        }
+        if let Some(t) = self.deferred.iter().map(|d| d.due).min() {
+            consider(t);
+        }
+        next
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        let (id, state) = self.events.pop_front()?;
+        Some(Event::Status { id, state })
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if !self.deferred.is_empty() {
+            self.release_deferred(now);
+        }
+        let n = LINKS;
+        for step in 0..n {
+            let li = self.rr.wrapping_add(step).checked_rem(n).unwrap_or(0);
+            if self.links.get(li).and_then(Option::as_ref).is_none_or(|l| l.pull) {
+                continue;
+            }
+            if let Some(t) = self.transmit_on(now, li, buf) {
+                self.rr = li.wrapping_add(1);
+                self.stats.frames_out = self.stats.frames_out.saturating_add(1);
+                self.stats.bytes_out = self.stats.bytes_out.saturating_add(t.len as u64);
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
+        if !self.deferred.is_empty() {
+            self.release_deferred(now);
+        }
+        let li = self.link_index(link)?;
+        let t = self.transmit_on(now, li, buf)?;
+        self.stats.frames_out = self.stats.frames_out.saturating_add(1);
+        self.stats.bytes_out = self.stats.bytes_out.saturating_add(t.len as u64);
+        Some(t)
+    }
+
+    fn set_pull(&mut self, link: LinkId, pull: bool) {
+        if let Some(l) = self.link_index(link).and_then(|i| self.links.get_mut(i)).and_then(Option::as_mut) {
+            l.pull = pull;
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, _rng: Rng<'_>, link: LinkId, bytes: &[u8]) -> Result<(), FrameError> {
+        self.route_frame(now, link, bytes).map(|_| ())
+    }
+
+    fn link(&self, link: LinkId) -> Option<LinkInfo> {
+        self.links().find(|l| l.id == link)
     }
 }
 

@@ -1,355 +1,17 @@
 //! Deterministic multi-node tests: real routers and endpoints wired in
-//! memory, a virtual clock, a seeded RNG, latency per link. Every run of a
-//! test is the same run.
+//! memory by `ferry_proto::testing::Net` (a virtual clock, a seeded RNG,
+//! latency per link). Every run of a test is the same run.
 
-use std::collections::BTreeMap;
-
-use ferry_proto::endpoint::{DeliveryState, Endpoint, Event, MAX_TEXT, SendError};
-use ferry_proto::envelope::{Identity, PeerKey};
+use ferry_proto::endpoint::{DeliveryState, Event, MAX_TEXT, SendError};
+use ferry_proto::envelope::Identity;
 use ferry_proto::router::{Config, FrameError, LinkCaps, LinkId, Outcome, Router};
+use ferry_proto::testing::{Net, TestEndpoint as Ep, TestNode, TestRouter, UDP, key};
 use ferry_proto::wire::{
     self, Frame, HelloRepr, Kind, MessageFrame, MessageId, ReceiptRepr, SizeClass, SummaryRepr, WireError,
 };
-use ferry_proto::{Duration, Instant};
+use ferry_proto::{Duration, Instant, Node};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-
-type TestRouter = Router<64, 16, 256, 8, 64, 4>;
-type Ep = Endpoint<Box<TestRouter>, 16, 256, 16, 256>;
-
-/// An endpoint for these tests: they are about the mesh (routing, replay,
-/// receipts), not the user's policy, so strangers are not rate-limited
-/// (the policy has its own tests, and `strangers_over_their_rate_are_not_shown`
-/// below checks that it is applied).
-fn new_ep(id: Identity) -> Ep {
-    let mut ep = Ep::new(id, Box::new(TestRouter::new(Config::DEFAULT)));
-    ep.set_stranger_rate(u32::MAX, u32::MAX);
-    ep
-}
-
-enum Node {
-    End(Box<Ep>),
-    Relay(Box<TestRouter>),
-}
-
-struct Wire {
-    up: bool,
-    caps: LinkCaps,
-    latency: Duration,
-    /// Frames lost, per thousand.
-    loss: u32,
-}
-
-/// A frame in flight.
-struct Flight {
-    at: Instant,
-    seq: u64,
-    to: usize,
-    from: usize,
-    bytes: Vec<u8>,
-}
-
-struct Net {
-    nodes: Vec<Node>,
-    now: Instant,
-    rng: StdRng,
-    wires: BTreeMap<(usize, usize), Wire>,
-    flights: Vec<Flight>,
-    seq: u64,
-    events: Vec<Vec<Event>>,
-    /// Frames sent, by (from, to): (count, bytes).
-    sent: BTreeMap<(usize, usize), (u64, u64)>,
-    /// Every message frame that crossed a wire (for replay tests).
-    captured: Vec<Vec<u8>>,
-    /// When each receipt frame was sent, and by whom.
-    receipts_sent: Vec<(Instant, usize)>,
-    unix: u64,
-}
-
-const UDP: LinkCaps = LinkCaps { mtu: 1280, broadcast: false, max_class: SizeClass::Large };
-
-fn key(a: usize, b: usize) -> (usize, usize) {
-    (a.min(b), a.max(b))
-}
-
-impl Net {
-    fn new(seed: u64) -> Self {
-        Net {
-            nodes: Vec::new(),
-            now: Instant::from_millis(1_000),
-            rng: StdRng::seed_from_u64(seed),
-            wires: BTreeMap::new(),
-            flights: Vec::new(),
-            seq: 0,
-            events: Vec::new(),
-            sent: BTreeMap::new(),
-            captured: Vec::new(),
-            receipts_sent: Vec::new(),
-            unix: 1_800_000_000,
-        }
-    }
-
-    fn endpoint(&mut self) -> usize {
-        let id = Identity::generate(&mut self.rng);
-        let ep = new_ep(id);
-        self.nodes.push(Node::End(Box::new(ep)));
-        self.events.push(Vec::new());
-        self.nodes.len() - 1
-    }
-
-    /// Replace endpoint `n` by a fresh process with the same identity (its
-    /// router and endpoint state are gone) and bring its links up again.
-    fn restart(&mut self, n: usize) {
-        let secret = self.ep(n).identity().secret_bytes();
-        let ep = new_ep(Identity::from_secret_bytes(secret));
-        self.nodes[n] = Node::End(Box::new(ep));
-        self.flights.retain(|f| f.to != n && f.from != n);
-        let now = self.now;
-        let peers: Vec<usize> =
-            self.wires.iter().filter(|(_, w)| w.up).map(|(k, _)| if k.0 == n { k.1 } else { k.0 }).collect();
-        for p in peers.into_iter().filter(|&p| p != n) {
-            let Node::End(e) = &mut self.nodes[n] else { unreachable!() };
-            assert!(e.handle_link_up(now, &mut self.rng, LinkId(p as u32), UDP));
-        }
-    }
-
-    fn relay(&mut self, config: Config) -> usize {
-        self.nodes.push(Node::Relay(Box::new(TestRouter::new(config))));
-        self.events.push(Vec::new());
-        self.nodes.len() - 1
-    }
-
-    fn ep(&mut self, n: usize) -> &mut Ep {
-        match &mut self.nodes[n] {
-            Node::End(e) => e,
-            Node::Relay(_) => panic!("node {n} is a relay"),
-        }
-    }
-
-    fn router(&self, n: usize) -> &TestRouter {
-        match &self.nodes[n] {
-            Node::End(e) => e.router(),
-            Node::Relay(r) => r,
-        }
-    }
-
-    /// Two endpoints that are each other's contacts (not linked yet), and
-    /// their keys.
-    fn two_contacts(&mut self) -> (usize, usize, PeerKey, PeerKey) {
-        let a = self.endpoint();
-        let b = self.endpoint();
-        let (pa, pb) = (self.pk(a), self.pk(b));
-        let now = self.now;
-        self.ep(a).add_contact(now, pb).unwrap();
-        self.ep(b).add_contact(now, pa).unwrap();
-        (a, b, pa, pb)
-    }
-
-    fn pk(&mut self, n: usize) -> PeerKey {
-        self.ep(n).identity().public()
-    }
-
-    fn connect_with(&mut self, a: usize, b: usize, caps: LinkCaps) {
-        self.wires.insert(key(a, b), Wire { up: true, caps, latency: Duration::from_millis(5), loss: 0 });
-        let now = self.now;
-        for (x, y) in [(a, b), (b, a)] {
-            let link = LinkId(y as u32);
-            let ok = match &mut self.nodes[x] {
-                Node::End(e) => e.handle_link_up(now, &mut self.rng, link, caps),
-                Node::Relay(r) => r.handle_link_up(now, &mut self.rng, link, caps),
-            };
-            assert!(ok, "link up refused");
-        }
-    }
-
-    /// Bring the link up at `x` only (the other side learns of it later,
-    /// as a daemon does when the first datagram from a new address comes).
-    fn half_connect(&mut self, x: usize, y: usize) {
-        self.wires.insert(key(x, y), Wire { up: true, caps: UDP, latency: Duration::from_millis(5), loss: 0 });
-        let now = self.now;
-        let link = LinkId(y as u32);
-        let ok = match &mut self.nodes[x] {
-            Node::End(e) => e.handle_link_up(now, &mut self.rng, link, UDP),
-            Node::Relay(r) => r.handle_link_up(now, &mut self.rng, link, UDP),
-        };
-        assert!(ok);
-    }
-
-    fn connect(&mut self, a: usize, b: usize) {
-        self.connect_with(a, b, UDP);
-    }
-
-    fn disconnect(&mut self, a: usize, b: usize) {
-        if let Some(w) = self.wires.get_mut(&key(a, b)) {
-            w.up = false;
-        }
-        let now = self.now;
-        for (x, y) in [(a, b), (b, a)] {
-            let link = LinkId(y as u32);
-            match &mut self.nodes[x] {
-                Node::End(e) => e.handle_link_down(now, link),
-                Node::Relay(r) => r.handle_link_down(now, link),
-            }
-        }
-        self.flights.retain(|f| key(f.from, f.to) != key(a, b));
-    }
-
-    /// Hand `bytes` to node `to` as if from `from`, now.
-    fn inject(&mut self, to: usize, from: usize, bytes: &[u8]) -> Result<(), FrameError> {
-        let now = self.now;
-        let link = LinkId(from as u32);
-        match &mut self.nodes[to] {
-            Node::End(e) => e.handle_frame(now, &mut self.rng, link, bytes),
-            Node::Relay(r) => r.handle_frame(now, link, bytes).map(|_| ()),
-        }
-    }
-
-    fn send(&mut self, from: usize, to: usize, text: &str) -> MessageId {
-        self.try_send(from, to, text).expect("send")
-    }
-
-    fn try_send(&mut self, from: usize, to: usize, text: &str) -> Result<MessageId, SendError> {
-        let to = self.pk(to);
-        let (now, unix) = (self.now, self.unix);
-        let Node::End(e) = &mut self.nodes[from] else { panic!("relay cannot send") };
-        e.send(now, &mut self.rng, unix, &to, text)
-    }
-
-    /// Drain every node's output and events; returns whether anything moved.
-    fn pump(&mut self) -> bool {
-        let mut moved = false;
-        let mut buf = [0u8; wire::MAX_FRAME_LEN];
-        for n in 0..self.nodes.len() {
-            let now = self.now;
-            loop {
-                let t = match &mut self.nodes[n] {
-                    Node::End(e) => e.poll_transmit(now, &mut buf),
-                    Node::Relay(r) => r.poll_transmit(now, &mut buf),
-                };
-                let Some(t) = t else { break };
-                let peer = t.link.0 as usize;
-                let Some(w) = self.wires.get(&key(n, peer)).filter(|w| w.up) else { continue };
-                assert!(t.len <= usize::from(w.caps.mtu), "frame above MTU");
-                if w.loss > 0 && rand::RngExt::random_range(&mut self.rng, 0..1000) < w.loss {
-                    continue;
-                }
-                let bytes = buf[..t.len].to_vec();
-                match wire::classify(&bytes) {
-                    Ok(Kind::Contact | Kind::FirstContact) => self.captured.push(bytes.clone()),
-                    Ok(Kind::Receipt) => self.receipts_sent.push((now, n)),
-                    _ => {}
-                }
-                let e = self.sent.entry((n, peer)).or_default();
-                e.0 += 1;
-                e.1 += t.len as u64;
-                self.seq += 1;
-                self.flights.push(Flight {
-                    at: now.saturating_add(w.latency),
-                    seq: self.seq,
-                    to: peer,
-                    from: n,
-                    bytes,
-                });
-                moved = true;
-            }
-            if let Node::End(e) = &mut self.nodes[n] {
-                while let Some(ev) = e.poll_event() {
-                    self.events[n].push(ev);
-                    moved = true;
-                }
-            }
-        }
-        moved
-    }
-
-    /// Run until `until`, delivering frames and firing timers in order.
-    fn run_until(&mut self, until: Instant) {
-        let mut steps = 0u32;
-        loop {
-            steps += 1;
-            assert!(steps < 2_000_000, "livelock: too many steps");
-            self.pump();
-            // Deliver everything due now.
-            self.flights.sort_by_key(|f| (f.at, f.seq));
-            let due: Vec<Flight> = {
-                let split = self.flights.iter().position(|f| f.at > self.now).unwrap_or(self.flights.len());
-                self.flights.drain(..split).collect()
-            };
-            if !due.is_empty() {
-                for f in due {
-                    let _ = self.inject(f.to, f.from, &f.bytes);
-                }
-                continue;
-            }
-            // Timers due now.
-            let mut fired = false;
-            for n in 0..self.nodes.len() {
-                let now = self.now;
-                let t = match &self.nodes[n] {
-                    Node::End(e) => e.poll_timeout(),
-                    Node::Relay(r) => r.poll_timeout(),
-                };
-                if t.is_some_and(|t| t <= now) {
-                    match &mut self.nodes[n] {
-                        Node::End(e) => e.handle_timeout(now, &mut self.rng),
-                        Node::Relay(r) => r.handle_timeout(now),
-                    }
-                    fired = true;
-                }
-            }
-            if fired {
-                continue;
-            }
-            // Advance to the next thing.
-            let mut next = self.flights.first().map(|f| f.at);
-            for n in &self.nodes {
-                let t = match n {
-                    Node::End(e) => e.poll_timeout(),
-                    Node::Relay(r) => r.poll_timeout(),
-                };
-                if let Some(t) = t {
-                    next = Some(next.map_or(t, |x: Instant| x.min(t)));
-                }
-            }
-            match next {
-                Some(t) if t <= until => self.now = t.max(self.now.saturating_add(Duration::from_millis(1))),
-                _ => {
-                    self.now = until;
-                    self.pump();
-                    for n in 0..self.nodes.len() {
-                        assert_eq!(self.router(n).check_invariants(), Ok(()), "node {n}");
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    fn run_for(&mut self, d: Duration) {
-        let until = self.now.saturating_add(d);
-        self.run_until(until);
-    }
-
-    fn received(&self, n: usize) -> Vec<(PeerKey, bool, String)> {
-        self.events[n]
-            .iter()
-            .filter_map(|e| match e {
-                Event::Received(r) => Some((r.from, r.contact, r.text.as_str().to_owned())),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn states(&self, n: usize, id: MessageId) -> Vec<DeliveryState> {
-        self.events[n]
-            .iter()
-            .filter_map(|e| match e {
-                Event::Status { id: i, state } if *i == id => Some(*state),
-                _ => None,
-            })
-            .collect()
-    }
-}
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -776,7 +438,7 @@ fn spoofed_hello_and_summary_get_no_amplification() {
     // relay's nonce, and summary frames asking for everything.
     let victim = 99usize;
     let now = net.now;
-    let Node::Relay(rr) = &mut net.nodes[r] else { unreachable!() };
+    let TestNode::Relay(rr) = &mut net.nodes[r] else { unreachable!() };
     assert!(rr.handle_link_up(now, &mut net.rng, LinkId(victim as u32), UDP));
     let mut received = 0u64;
     let mut sent = 0u64;
@@ -784,13 +446,13 @@ fn spoofed_hello_and_summary_get_no_amplification() {
     let mut hello = [0u8; wire::HELLO_LEN];
     let mut summary = [0u8; wire::SUMMARY_LEN];
     for i in 0..50u8 {
-        let Node::Relay(rr) = &mut net.nodes[r] else { unreachable!() };
+        let TestNode::Relay(rr) = &mut net.nodes[r] else { unreachable!() };
         HelloRepr { nonce: [i; 16], echo: [0; 16] }.emit(&mut hello).unwrap();
-        let _ = rr.handle_frame(now, LinkId(victim as u32), &hello);
+        let _ = rr.route_frame(now, LinkId(victim as u32), &hello);
         received += hello.len() as u64;
         SummaryRepr { seq: i, last: true, fingerprints: &[] }.emit(&mut summary).unwrap();
         assert_eq!(
-            rr.handle_frame(now, LinkId(victim as u32), &summary).err(),
+            rr.route_frame(now, LinkId(victim as u32), &summary).err(),
             Some(FrameError::Unexpected),
             "a summary from an unvalidated address is refused"
         );
@@ -897,9 +559,9 @@ fn relay_outcome_reports_new_duplicate_and_bad() {
     let mut m = MessageFrame::new_unchecked(&mut f[..]);
     m.emit_header(Kind::Contact, 9, 100, &[1; 12]);
     let id = m.fill_id();
-    assert!(matches!(r.handle_frame(now, LinkId(1), &f), Ok(Outcome::NewMessage { id: i, .. }) if i == id));
-    assert!(matches!(r.handle_frame(now, LinkId(1), &f), Ok(Outcome::Duplicate(i)) if i == id));
-    assert!(matches!(r.handle_frame(now, LinkId(2), &f), Err(FrameError::UnknownLink)));
+    assert!(matches!(r.route_frame(now, LinkId(1), &f), Ok(Outcome::NewMessage { id: i, .. }) if i == id));
+    assert!(matches!(r.route_frame(now, LinkId(1), &f), Ok(Outcome::Duplicate(i)) if i == id));
+    assert!(matches!(r.route_frame(now, LinkId(2), &f), Err(FrameError::UnknownLink)));
     assert!(matches!(Frame::parse(&f[..239]), Err(WireError::BadLength)));
 }
 
@@ -987,7 +649,7 @@ fn unacknowledged_texts_get_no_receipt() {
     assert_eq!(acks.len(), 2);
     let now = net.now;
     let ack = acks.iter().find(|(t, _)| t == "acknowledge me").unwrap().1;
-    let Node::End(e) = &mut net.nodes[b] else { unreachable!() };
+    let TestNode::End(e) = &mut net.nodes[b] else { unreachable!() };
     e.acknowledge(now, &mut net.rng, &ack);
     net.run_for(secs(120));
     assert_eq!(net.states(a, shown).last(), Some(&DeliveryState::Delivered));
@@ -1039,7 +701,7 @@ fn strangers_over_their_rate_and_blocked_codes_are_not_shown_or_receipted() {
         let s = net.states(a, id);
         assert!(s.contains(&DeliveryState::Delivered) ^ s.contains(&DeliveryState::Expired), "{s:?}");
     }
-    assert_eq!(net.ep(b).stats().over_rate, 3);
+    assert_eq!(net.ep(b).endpoint_stats().over_rate, 3);
     // Blocked: nothing more is shown, even after the minute is over.
     let key_a = net.ep(a).identity().public();
     net.ep(b).block(&key_a).unwrap();
@@ -1047,7 +709,7 @@ fn strangers_over_their_rate_and_blocked_codes_are_not_shown_or_receipted() {
     net.run_for(secs(90));
     assert_eq!(net.received(b).len(), 5);
     assert!(net.states(a, id).contains(&DeliveryState::Expired));
-    assert_eq!(net.ep(b).stats().blocked, 1);
+    assert_eq!(net.ep(b).endpoint_stats().blocked, 1);
     // A named contact is not limited.
     net.ep(b).unblock(&key_a);
     let now = net.now;

@@ -2,8 +2,10 @@
 //! store: round trips, exact re-emission, bounded memory, deduplication,
 //! id integrity and receipt authentication.
 
+use ferry_proto::Node;
 use ferry_proto::hash;
-use ferry_proto::router::{Config, Event, FrameError, LinkCaps, LinkId, Outcome, Router, StoreOutcome};
+use ferry_proto::node::{DeliveryState, Event};
+use ferry_proto::router::{Config, FrameError, LinkCaps, LinkId, Outcome, Router, StoreOutcome};
 use ferry_proto::segment::{self, PER_LINK, Reassembly, SegmentError};
 use ferry_proto::time::Instant;
 use ferry_proto::wire::{
@@ -72,7 +74,7 @@ enum Got {
 }
 
 fn feed(r: &mut SmallRouter, now: Instant, link: u32, bytes: &[u8]) -> Got {
-    match r.handle_frame(now, LinkId(link), bytes) {
+    match r.route_frame(now, LinkId(link), bytes) {
         Ok(Outcome::NewMessage { id, stored, frame }) => {
             assert_eq!(frame, bytes, "a new message is handed out as received");
             Got::New(id, stored)
@@ -567,10 +569,11 @@ proptest! {
             prop_assert_eq!(feed(&mut r, now, 1, &receipt(id2, *f)), Got::Err(FrameError::UnverifiedReceipt));
             prop_assert!(r.holds(&id2));
         }
-        prop_assert!(std::iter::from_fn(|| r.poll_event()).all(|e| e != Event::Delivered(id2)));
+        let delivered = Event::Status { id: id2, state: DeliveryState::Delivered };
+        prop_assert!(std::iter::from_fn(|| r.poll_event()).all(|e| e != delivered), "delivered before its receipt");
         prop_assert_eq!(feed(&mut r, now, 1, &receipt(id2, secret2)), Got::Receipt(id2));
         prop_assert!(!r.holds(&id2));
-        prop_assert!(std::iter::from_fn(|| r.poll_event()).any(|e| e == Event::Delivered(id2)));
+        prop_assert!(std::iter::from_fn(|| r.poll_event()).any(|e| e == delivered), "not delivered after its receipt");
     }
 }
 

@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use ferry_proto::Node;
 use ferry_proto::hash;
-use ferry_proto::router::{Config, Event, LinkCaps, LinkId, Router};
+use ferry_proto::node::{DeliveryState, Event};
+use ferry_proto::router::{Config, LinkCaps, LinkId, Router};
 use ferry_proto::time::{Duration, Instant};
 use ferry_proto::wire::{self, Kind, MessageFrame, MessageId, RECEIPT_LEN, ReceiptRepr, SizeClass};
 use rand::rngs::StdRng;
@@ -35,6 +37,7 @@ struct Air {
     delivered: Vec<(usize, MessageId)>,
     /// Own messages that went out: (node, id).
     sent_own: Vec<(usize, MessageId)>,
+    rng: StdRng,
 }
 
 impl Air {
@@ -61,6 +64,7 @@ impl Air {
             delivered: Vec::new(),
             sent_own: Vec::new(),
             byte1: Vec::new(),
+            rng,
         }
     }
 
@@ -104,8 +108,8 @@ impl Air {
         }
         while let Some(ev) = self.nodes[n].poll_event() {
             match ev {
-                Event::Delivered(id) => self.delivered.push((n, id)),
-                Event::Sent(id) => self.sent_own.push((n, id)),
+                Event::Status { id, state: DeliveryState::Delivered } => self.delivered.push((n, id)),
+                Event::Status { id, state: DeliveryState::Sent } => self.sent_own.push((n, id)),
                 _ => {}
             }
         }
@@ -120,12 +124,12 @@ impl Air {
                 (Some((at, seq)), t) if t.is_none_or(|(tt, _)| at <= tt) && at <= until => {
                     let (to, bytes) = self.flights.remove(&(at, seq)).expect("present");
                     self.now = self.now.max(at);
-                    let _ = self.nodes[to].handle_frame(self.now, RADIO, &bytes);
+                    let _ = self.nodes[to].route_frame(self.now, RADIO, &bytes);
                     self.flush(to);
                 }
                 (_, Some((at, n))) if at <= until => {
                     self.now = self.now.max(at);
-                    self.nodes[n].handle_timeout(self.now);
+                    self.nodes[n].handle_timeout(self.now, &mut self.rng);
                     self.flush(n);
                 }
                 _ => break,
@@ -236,21 +240,21 @@ fn copies_heard_put_a_rebroadcast_back_and_then_cancel_it() {
     let mut air = Air::new(1, &[], config);
     let (id, frame) = message(3, 100);
     let t0 = air.now;
-    let _ = air.nodes[0].handle_frame(t0, RADIO, &frame);
+    let _ = air.nodes[0].route_frame(t0, RADIO, &frame);
     let due = air.nodes[0].poll_timeout().expect("the rebroadcast is held back");
     assert!(due >= t0 && due <= t0.saturating_add(config.broadcast_defer), "held back within the window");
 
     // A second copy just before it is due: the rebroadcast moves a window on.
     let t1 = Instant::from_millis(due.millis().saturating_sub(1)).max(t0);
-    let _ = air.nodes[0].handle_frame(t1, RADIO, &frame);
+    let _ = air.nodes[0].route_frame(t1, RADIO, &frame);
     let later = air.nodes[0].poll_timeout().expect("still held back");
     assert_eq!(later, due.saturating_add(config.broadcast_defer));
     air.now = due;
-    air.nodes[0].handle_timeout(due);
+    air.nodes[0].handle_timeout(due, &mut air.rng);
     air.flush(0);
     assert!(air.log.is_empty(), "not sent at the first due time");
     air.now = later;
-    air.nodes[0].handle_timeout(later);
+    air.nodes[0].handle_timeout(later, &mut air.rng);
     air.flush(0);
     assert_eq!(air.sent(Kind::FirstContact), vec![0], "sent once the later time came");
 
@@ -258,7 +262,7 @@ fn copies_heard_put_a_rebroadcast_back_and_then_cancel_it() {
     let (id2, frame2) = message(4, 100);
     let t = air.now;
     for _ in 0..3 {
-        let _ = air.nodes[0].handle_frame(t, RADIO, &frame2);
+        let _ = air.nodes[0].route_frame(t, RADIO, &frame2);
     }
     air.run(t.saturating_add(Duration::from_millis(1_000)));
     assert_eq!(air.sent(Kind::FirstContact), vec![0], "suppressed");
@@ -271,7 +275,7 @@ fn one_node_at_level_50(seed: u64) -> (Air, MessageId, usize) {
     let mut air = Air::new(1, &[], Config::DEFAULT);
     let (id, frame) = message(seed, 50);
     let t = air.now;
-    let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+    let _ = air.nodes[0].route_frame(t, RADIO, &frame);
     air.run(t.saturating_add(Duration::from_millis(1_000)));
     let base = air.log.len();
     (air, id, base)
@@ -286,12 +290,12 @@ fn receipt_copies_count_only_from_the_next_level() {
         let (mut air, id, base) = one_node_at_level_50(5);
         // From farther away (level 40 < 50): this node passes it on.
         let t = air.now;
-        let _ = air.nodes[0].handle_frame(t, RADIO, &receipt(id, 40));
+        let _ = air.nodes[0].route_frame(t, RADIO, &receipt(id, 40));
         assert!(!air.nodes[0].holds(&id), "a valid receipt drops the copy");
         // As many more copies at that level as would cancel it if they count.
         if let Some(level) = echo {
             for _ in 1..Config::DEFAULT.receipt_copies {
-                let _ = air.nodes[0].handle_frame(t, RADIO, &receipt(id, level));
+                let _ = air.nodes[0].route_frame(t, RADIO, &receipt(id, level));
             }
         }
         air.run(t.saturating_add(Duration::from_millis(1_000)));
@@ -303,14 +307,14 @@ fn receipt_copies_count_only_from_the_next_level() {
     }
     // From nearer the sender (level 60 > 50): nothing to pass on...
     let (mut air, id, base) = one_node_at_level_50(6);
-    let _ = air.nodes[0].handle_frame(air.now, RADIO, &receipt(id, 60));
+    let _ = air.nodes[0].route_frame(air.now, RADIO, &receipt(id, 60));
     assert!(!air.nodes[0].holds(&id));
     air.run(air.now.saturating_add(Duration::from_millis(1_000)));
     assert_eq!(air.log.len(), base, "a receipt from nearer the sender is not sent back down");
     // ...until a copy from below shows it has not passed here yet (the first
     // copy may have had its level raised): then once, and only once.
     for _ in 0..3 {
-        let _ = air.nodes[0].handle_frame(air.now, RADIO, &receipt(id, 30));
+        let _ = air.nodes[0].route_frame(air.now, RADIO, &receipt(id, 30));
         air.run(air.now.saturating_add(Duration::from_millis(1_000)));
     }
     assert_eq!(air.log.len(), base + 1);
@@ -328,7 +332,7 @@ fn an_own_message_gets_out_of_a_full_queue() {
     // More relayed messages than the queue holds (32), none sent yet.
     for seed in 100..140 {
         let (_, frame) = message(seed, 100);
-        let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+        let _ = air.nodes[0].route_frame(t, RADIO, &frame);
     }
     // Two own messages: the second takes a relayed item's place, not the
     // first one's.
@@ -349,10 +353,10 @@ fn repeated_copies_settle_a_held_back_message_at_once() {
     let mut air = Air::new(1, &[], Config::DEFAULT);
     let (_, frame) = message(9, 100);
     let t = air.now;
-    let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+    let _ = air.nodes[0].route_frame(t, RADIO, &frame);
     assert!(air.nodes[0].poll_timeout().is_some(), "held back");
     for _ in 0..10 {
-        let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+        let _ = air.nodes[0].route_frame(t, RADIO, &frame);
     }
     // Nothing is waiting any more (the store sweep is at the lifetime's end).
     let next = air.nodes[0].poll_timeout().expect("the sweep");
@@ -371,7 +375,7 @@ fn over_the_far_rate_a_broadcast_message_goes_one_hop() {
     let t = air.now;
     for seed in 200..206 {
         let (_, frame) = message(seed, 100);
-        let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+        let _ = air.nodes[0].route_frame(t, RADIO, &frame);
     }
     air.flush(0);
     let mut hops = air.byte1.clone();
@@ -399,7 +403,7 @@ fn the_table_key_never_changes_under_live_entries() {
     for seed in 0..4 {
         let mut keyed = Box::new(Radio::new(Config::DEFAULT));
         assert!(keyed.handle_link_up(t, &mut StdRng::seed_from_u64(seed), RADIO, CAPS));
-        let _ = keyed.handle_frame(t, RADIO, &frame);
+        let _ = keyed.route_frame(t, RADIO, &frame);
         assert!(keyed.holds(&id) && keyed.message_bytes(&id) == Some(&frame[..]));
         assert_eq!(keyed.check_invariants(), Ok(()));
     }
@@ -443,7 +447,7 @@ proptest::proptest! {
             proptest::prop_assert_eq!(air.nodes[0].submit(t, &frame), Ok(id));
             air.flush(0);
         } else {
-            let _ = air.nodes[0].handle_frame(t, RADIO, &frame);
+            let _ = air.nodes[0].route_frame(t, RADIO, &frame);
         }
         air.run(t.saturating_add(Duration::from_millis(1_000)));
         let base = air.log.len();
@@ -457,7 +461,7 @@ proptest::proptest! {
                     let secret = if forged { [9; wire::RECEIPT_SECRET_LEN] } else { SECRET };
                     let mut buf = [0u8; RECEIPT_LEN];
                     ReceiptRepr { level, lifetime_secs: 60, id, secret }.emit(&mut buf).expect("fits");
-                    let _ = air.nodes[0].handle_frame(now, RADIO, &buf);
+                    let _ = air.nodes[0].route_frame(now, RADIO, &buf);
                     if !forged {
                         genuine = true;
                         if level < first && genuine_below.is_none() {
@@ -468,7 +472,7 @@ proptest::proptest! {
                 Heard::Copy { hops } => {
                     let (copy_id, copy) = message(77, hops);
                     proptest::prop_assert_eq!(copy_id, id, "hops are not part of the id");
-                    let _ = air.nodes[0].handle_frame(now, RADIO, &copy);
+                    let _ = air.nodes[0].route_frame(now, RADIO, &copy);
                 }
                 Heard::Wait { ms } => air.now = now.saturating_add(Duration::from_millis(u64::from(ms))),
             }

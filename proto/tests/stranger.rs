@@ -2,6 +2,7 @@
 //! junk takes no link, a stranger gets at most one 33-byte hello per frame,
 //! and a peer that answers the cookie links and carries a message.
 
+use ferry_proto::Node;
 use ferry_proto::router::{Config, LinkCaps, LinkId, LinkInfo, Outcome, Router, Stranger};
 use ferry_proto::time::{Duration, Instant};
 use ferry_proto::wire::{self, HELLO_LEN, HelloRepr, MessageFrame, SizeClass};
@@ -102,13 +103,13 @@ fn a_learned_peer_links_through_the_cookie_and_delivers() {
             let bytes = buf[..t.len].to_vec();
             match b_link {
                 Some(l) => {
-                    let _ = b.handle_frame(now, l, &bytes);
+                    let _ = b.route_frame(now, l, &bytes);
                 }
                 None => {
                     let mut out = [0u8; 64];
                     match b.handle_stranger(now, &mut rng, b"a", &bytes, &mut out) {
                         Stranger::Answer(n) => {
-                            let _ = a.handle_frame(now, LinkId(1), &out[..n]);
+                            let _ = a.route_frame(now, LinkId(1), &out[..n]);
                         }
                         Stranger::Validated(v) => {
                             assert!(b.accept_stranger(now, &mut rng, LinkId(9), CAPS, v));
@@ -121,7 +122,7 @@ fn a_learned_peer_links_through_the_cookie_and_delivers() {
         }
         while let Some(t) = b.poll_transmit(now, &mut buf) {
             let bytes = buf[..t.len].to_vec();
-            let _ = a.handle_frame(now, LinkId(1), &bytes);
+            let _ = a.route_frame(now, LinkId(1), &bytes);
         }
     }
     assert_eq!(b_link, Some(LinkId(9)));
@@ -135,7 +136,7 @@ fn a_learned_peer_links_through_the_cookie_and_delivers() {
     let mut got = false;
     while let Some(t) = a.poll_transmit(now, &mut buf) {
         let bytes = buf[..t.len].to_vec();
-        if let Ok(Outcome::NewMessage { id: got_id, .. }) = b.handle_frame(now, LinkId(9), &bytes) {
+        if let Ok(Outcome::NewMessage { id: got_id, .. }) = b.route_frame(now, LinkId(9), &bytes) {
             got |= got_id == id;
         }
     }

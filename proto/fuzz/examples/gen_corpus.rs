@@ -11,6 +11,7 @@ use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
 use ferry_fuzz::{TestRng, endpoint_ops as ep, message_frame, router_ops as ro, segments};
+use ferry_proto::Node;
 use ferry_proto::envelope::{self, Body, Identity, Path as EnvPath, Payload};
 use ferry_proto::wire::{HelloRepr, Kind, MessageId, ReceiptRepr, SizeClass, SummaryRepr};
 
@@ -120,7 +121,7 @@ fn router_op(e: &mut Enc, op: &ro::Op) {
             e.u8(*pick);
             e.opt_u16(*flip);
         }
-        Receipt { link, pick, forge, hops } => {
+        Receipt { link, pick, forge, level } => {
             e.tag(7, N);
             e.u8(*link);
             e.u8(*pick);
@@ -128,7 +129,7 @@ fn router_op(e: &mut Enc, op: &ro::Op) {
             if let Some(f) = forge {
                 e.0.extend_from_slice(f);
             }
-            e.u8(*hops);
+            e.u8(*level);
         }
         Advance { ms } => {
             e.tag(8, N);
@@ -271,8 +272,8 @@ fn router_seeds(dir: &Path) {
         Submit { spec: spec(false, 9, 1, 11) },
         Message { link: 0, spec: spec(true, 5, 2, 22), seg_mtu: None, order: 0 },
         PollAll,
-        Receipt { link: 0, pick: 0, forge: None, hops: 3 },
-        Receipt { link: 0, pick: 1, forge: Some([9; 12]), hops: 3 },
+        Receipt { link: 0, pick: 0, forge: None, level: 3 },
+        Receipt { link: 0, pick: 1, forge: Some([9; 12]), level: 3 },
         PollAll,
         AdvanceSecs { secs: 700 },
         Timeout,

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use crate::{TestRng, TxChecker};
 use arbitrary::Arbitrary;
+use ferry_proto::Node;
 use ferry_proto::endpoint::{DeliveryState, Endpoint, Event};
 use ferry_proto::envelope::{Identity, PeerKey};
 use ferry_proto::router::{FrameError, LinkCaps, LinkId, Router};
@@ -183,6 +184,7 @@ impl Harness {
                     }
                     self.sides[i].sent.insert(id, (to, Some(state)));
                 }
+                other => panic!("an event this harness does not know: {other:?}"),
             }
         }
     }

@@ -5,8 +5,10 @@
 
 use crate::{Seen, TestRng, TxChecker, message_frame, segments};
 use arbitrary::Arbitrary;
+use ferry_proto::Node;
 use ferry_proto::hash;
-use ferry_proto::router::{Event, FrameError, LinkCaps, LinkId, Outcome, Router, SubmitError};
+use ferry_proto::node::{DeliveryState, Event};
+use ferry_proto::router::{FrameError, LinkCaps, LinkId, Outcome, Router, SubmitError};
 use ferry_proto::time::{Duration, Instant};
 use ferry_proto::wire::{
     COMMIT_LEN, Frame, HelloRepr, Kind, MAX_FRAME_LEN, MessageFrame, MessageId, RECEIPT_SECRET_LEN, ReceiptRepr,
@@ -165,7 +167,7 @@ impl Harness {
     /// Feed one datagram to the router and check what only the driver can.
     fn input(&mut self, link: usize, bytes: &[u8]) -> Result<Option<MessageId>, FrameError> {
         let up = self.links[link].is_some();
-        let res = self.router.handle_frame(self.now, LinkId(link as u32), bytes);
+        let res = self.router.route_frame(self.now, LinkId(link as u32), bytes);
         if !up {
             assert_eq!(res.as_ref().err(), Some(&FrameError::UnknownLink), "frame on a link that is down");
         } else {
@@ -187,20 +189,21 @@ impl Harness {
         while let Some(ev) = self.router.poll_event() {
             n += 1;
             assert!(n <= 64, "event queue does not drain");
-            let (Event::Sent(id) | Event::Delivered(id) | Event::Expired(id) | Event::Dropped(id)) = ev;
+            let Event::Status { id, state } = ev else { panic!("a relay reported {ev:?}") };
             let Some((_, st)) = self.own.iter_mut().find(|(o, _)| *o == id) else {
                 panic!("{ev:?} for a message this node did not submit");
             };
-            match ev {
-                Event::Sent(_) => {
+            match state {
+                DeliveryState::Queued => panic!("a router reports no Queued state"),
+                DeliveryState::Sent => {
                     assert!(!st.sent, "Sent twice");
                     st.sent = true;
                 }
-                Event::Delivered(_) => {
+                DeliveryState::Delivered => {
                     assert!(!st.delivered && !st.expired, "Delivered after Delivered/Expired");
                     st.delivered = true;
                 }
-                Event::Expired(_) | Event::Dropped(_) => {
+                DeliveryState::Expired => {
                     assert!(!st.delivered && !st.expired, "Expired after Delivered/Expired");
                     st.expired = true;
                 }
@@ -382,7 +385,7 @@ impl Harness {
                 let mut buf = [0u8; 64];
                 let n = r.emit(&mut buf).expect("receipt fits");
                 let held_before = self.router.holds(&id);
-                let res = self.router.handle_frame(self.now, LinkId(li as u32), &buf[..n]).map(|o| match o {
+                let res = self.router.route_frame(self.now, LinkId(li as u32), &buf[..n]).map(|o| match o {
                     Outcome::Receipt(i) => Some(i),
                     _ => None,
                 });
@@ -399,7 +402,7 @@ impl Harness {
                 self.now = self.now.saturating_add(Duration::from_secs(u64::from(secs)));
             }
             Op::Timeout => {
-                self.router.handle_timeout(self.now);
+                self.router.handle_timeout(self.now, &mut self.rng);
                 self.check_bounds();
                 self.poll_all();
                 if let Some(t) = self.router.poll_timeout() {

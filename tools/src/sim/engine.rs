@@ -35,9 +35,9 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 
 use ferry_proto::endpoint::{Carrier, ContactState, DeliveryState, Endpoint, Event as EpEvent};
 use ferry_proto::envelope::{Identity, PeerKey};
-use ferry_proto::router::{Config, DongleRouter, HostRouter, LinkCaps, LinkId, Router, Stats};
+use ferry_proto::router::{Config, DongleRouter, HostRouter, LinkCaps, LinkId, Router};
 use ferry_proto::wire::{self, Kind, MAX_FRAME_LEN, MessageFrame, MessageId, ReceiptRepr, SizeClass};
-use ferry_proto::{Duration, Instant, segment};
+use ferry_proto::{Duration, Instant, Node as FerryNode, segment};
 use std::time::Instant as WallClock;
 
 use rand::rngs::StdRng;
@@ -51,25 +51,15 @@ use super::world::World;
 /// endpoint's [`Carrier`]) plus the counters it reports. Every size of the
 /// real [`Router`] has it.
 pub trait SimRelay: Carrier + core::fmt::Debug + Send {
-    /// Messages held in the store.
-    fn held(&self) -> usize;
     /// Seen-table entries.
     fn seen_len(&self) -> usize;
-    /// Counters.
-    fn stats(&self) -> Stats;
 }
 
 impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> SimRelay
     for Router<S, L, D, LINKS, Q, R>
 {
-    fn held(&self) -> usize {
-        Router::held(self)
-    }
     fn seen_len(&self) -> usize {
         Router::seen_len(self)
-    }
-    fn stats(&self) -> Stats {
-        Router::stats(self)
     }
 }
 
@@ -545,6 +535,26 @@ enum Node {
     End(Box<SimEndpoint>),
     Flood(Box<FloodNode>),
     Adv(Box<Adv>),
+}
+
+impl Node {
+    /// The Ferry face of a relay or an endpoint (the baseline and the
+    /// adversary are not Ferry nodes).
+    fn ferry(&mut self) -> Option<&mut dyn FerryNode> {
+        match self {
+            Node::Relay(r) => Some(&mut **r),
+            Node::End(ep) => Some(&mut **ep),
+            Node::Flood(_) | Node::Adv(_) => None,
+        }
+    }
+
+    fn ferry_ref(&self) -> Option<&dyn FerryNode> {
+        match self {
+            Node::Relay(r) => Some(&**r),
+            Node::End(ep) => Some(&**ep),
+            Node::Flood(_) | Node::Adv(_) => None,
+        }
+    }
 }
 
 /// An event of one node (or, `Arrive`, of the nodes in range of one). A
@@ -1362,10 +1372,8 @@ impl Lane {
                 }
                 c.timer_at = NONE;
                 let t = WallClock::now();
-                match &mut c.node {
-                    Node::Relay(r) => r.handle_timeout(now),
-                    Node::End(ep) => ep.handle_timeout(now, &mut c.rng),
-                    Node::Flood(_) | Node::Adv(_) => {}
+                if let Some(n) = c.node.ferry() {
+                    n.handle_timeout(now, &mut c.rng);
                 }
                 self.prof.handle_timeout += t.elapsed();
                 self.tally.timer_events += 1;
@@ -1438,11 +1446,7 @@ impl Lane {
         c.timer_at = NONE;
         if cx.broadcast() {
             let caps = cx.caps;
-            let ok = match &mut c.node {
-                Node::Relay(r) => r.handle_link_up(now, &mut c.rng, RADIO, caps),
-                Node::End(ep) => ep.handle_link_up(now, &mut c.rng, RADIO, caps),
-                Node::Flood(_) | Node::Adv(_) => true,
-            };
+            let ok = c.node.ferry().is_none_or(|n| n.handle_link_up(now, &mut c.rng, RADIO, caps));
             debug_assert!(ok, "the radio link is refused");
             self.service(cx, sh, node);
         }
@@ -1460,20 +1464,14 @@ impl Lane {
     fn link_up_one(&mut self, cx: &Ctx<'_>, at: u32, peer: u32) -> bool {
         let (now, caps) = (self.now_ms(), cx.caps);
         let c = self.cell(at);
-        match &mut c.node {
-            Node::Relay(r) => r.handle_link_up(now, &mut c.rng, LinkId(peer), caps),
-            Node::End(ep) => ep.handle_link_up(now, &mut c.rng, LinkId(peer), caps),
-            Node::Flood(_) | Node::Adv(_) => true,
-        }
+        c.node.ferry().is_none_or(|n| n.handle_link_up(now, &mut c.rng, LinkId(peer), caps))
     }
 
     /// `at` forgets a link to `peer` its router had (or refused).
     fn router_link_down(&mut self, at: u32, peer: u32) {
         let now = self.now_ms();
-        match &mut self.cell(at).node {
-            Node::Relay(r) => r.handle_link_down(now, LinkId(peer)),
-            Node::End(ep) => ep.handle_link_down(now, LinkId(peer)),
-            Node::Flood(_) | Node::Adv(_) => {}
+        if let Some(n) = self.cell(at).node.ferry() {
+            n.handle_link_down(now, LinkId(peer));
         }
     }
 
@@ -1507,11 +1505,7 @@ impl Lane {
         }
         let now = self.now;
         let c = self.cell(node);
-        let t = match &c.node {
-            Node::Relay(r) => r.poll_timeout(),
-            Node::End(ep) => ep.poll_timeout(),
-            Node::Flood(_) | Node::Adv(_) => None,
-        };
+        let t = c.node.ferry_ref().and_then(|n| n.poll_timeout());
         let at = match t {
             None => NONE,
             Some(t) if t.millis() <= now / 1000 => (now / 1000 + 1) * 1000,
@@ -1556,7 +1550,7 @@ impl Lane {
                         }
                     }
                 }
-                EpEvent::Status { .. } => {}
+                _ => {}
             }
         }
     }
@@ -1566,11 +1560,7 @@ impl Lane {
         let i = (node - self.base) as usize;
         let Lane { cells, buf, .. } = self;
         let (len, to, data, kind) = match &mut cells[i].node {
-            Node::Relay(r) => match r.poll_transmit(now, buf) {
-                Some(t) => (t.len, t.link, u32::MAX, kind_of(buf)),
-                None => return,
-            },
-            Node::End(ep) => match ep.poll_transmit(now, buf) {
+            Node::Relay(_) | Node::End(_) => match cells[i].node.ferry().and_then(|n| n.poll_transmit(now, buf)) {
                 Some(t) => (t.len, t.link, u32::MAX, kind_of(buf)),
                 None => return,
             },
@@ -1697,18 +1687,12 @@ impl Lane {
             let Lane { cells, slab, msgs, tally, prof, heap, .. } = self;
             let c = &mut cells[i];
             match &mut c.node {
-                Node::Relay(router) => {
+                Node::Relay(_) | Node::End(_) => {
                     let bytes = &slab[data as usize][..usize::from(len)];
                     let t = sampled.then(WallClock::now);
-                    let _ = router.handle_frame(now, link, bytes);
-                    if let Some(t) = t {
-                        prof.handle_frame += t.elapsed() * PROF_SAMPLE;
+                    if let Some(n) = c.node.ferry() {
+                        let _ = n.handle_frame(now, &mut c.rng, link, bytes);
                     }
-                }
-                Node::End(ep) => {
-                    let bytes = &slab[data as usize][..usize::from(len)];
-                    let t = sampled.then(WallClock::now);
-                    let _ = ep.handle_frame(now, &mut c.rng, link, bytes);
                     if let Some(t) = t {
                         prof.handle_frame += t.elapsed() * PROF_SAMPLE;
                     }
@@ -2020,7 +2004,7 @@ impl Stage<'_, '_> {
             up += 1;
             let (h, s) = match &c.node {
                 Node::Relay(r) => (r.held() as u32, r.seen_len() as u64),
-                Node::End(ep) => (ep.router().held() as u32, ep.router().seen_len() as u64),
+                Node::End(ep) => (ep.held() as u32, ep.router().seen_len() as u64),
                 Node::Flood(f) => (f.queue.len() as u32, u64::from(f.seen_count())),
                 Node::Adv(_) => (0, 0),
             };
@@ -2071,11 +2055,7 @@ impl Stage<'_, '_> {
         lat.sort_unstable();
         let mut totals = RouterTotals::default();
         for c in self.lanes.iter().flat_map(|l| l.cells.iter()) {
-            let s = match &c.node {
-                Node::Relay(r) => r.stats(),
-                Node::End(ep) => ep.router().stats(),
-                Node::Flood(_) | Node::Adv(_) => continue,
-            };
+            let Some(s) = c.node.ferry_ref().map(|n| n.stats()) else { continue };
             totals.frames_in += s.frames_in;
             totals.duplicates += s.duplicates;
             totals.malformed += s.malformed;
