@@ -12,7 +12,8 @@ use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::endpoint::{DeliveryState, Endpoint, Event, SendError};
 use ferry_proto::envelope::{Identity, PeerKey};
-use ferry_proto::router::{Config, HostRouter, LinkCaps, LinkId, Stranger, ValidatedHello};
+use ferry_proto::link::table::Origin;
+use ferry_proto::router::{Config, HostRouter, LinkCaps};
 use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, MessageId, SizeClass};
 use ferry_proto::{Instant, Node};
 use serde_json::{Value, json};
@@ -20,11 +21,14 @@ use static_cell::ConstStaticCell;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
+use self::peers::{Links, PeerAddr};
 use crate::book::Book;
 use crate::link::{Datagrams, Link};
 use crate::mdns::{Discovery, DiscoveryEvent};
 use crate::serial::{Port, PortEvent, SerialSpec};
 use crate::udp::Udp;
+
+mod peers;
 
 /// The endpoint size the daemon uses: 1024 contacts (16384 tags), 1024
 /// messages awaiting delivery, 16384 remembered receipt secrets.
@@ -39,9 +43,6 @@ pub const UDP_CAPS: LinkCaps = LinkCaps { mtu: 1232, broadcast: false, max_class
 /// endpoint tracks.
 pub const ROUTER_CONFIG: Config = Config { link_rate: 50_000, link_burst: 50_000, own_quota: 1024, ..Config::DEFAULT };
 
-/// Links learned from an unknown address are dropped after this long
-/// without a datagram.
-const IDLE: StdDuration = StdDuration::from_secs(120);
 /// Maintenance tick: static peer retries, idle links, saving tag counters.
 const TICK: StdDuration = StdDuration::from_millis(500);
 /// Datagrams sent in one batch by `flush`.
@@ -183,32 +184,14 @@ impl Core {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    Static,
-    Mdns,
-    Learned,
-}
-
-#[derive(Debug)]
-struct Peer {
-    link: LinkId,
-    origin: Origin,
-    up_since: TokioInstant,
-    last_rx: TokioInstant,
-    retry_at: TokioInstant,
-    backoff: StdDuration,
-}
-
 struct State {
     core: Core,
     book: Option<Book>,
     book_dirty: bool,
     start: TokioInstant,
     rng: rand::rngs::StdRng,
-    peers: HashMap<SocketAddr, Peer>,
-    by_link: HashMap<LinkId, SocketAddr>,
-    next_link: u32,
+    /// Every link, keyed by kind and address.
+    links: Links,
     statics: Vec<SocketAddr>,
     notes: broadcast::Sender<Arc<str>>,
     /// Ids of messages sent, to say which are still undelivered.
@@ -218,7 +201,8 @@ struct State {
     /// Stateless answers to hellos from addresses without a link, to send
     /// with the next flush (bounded by the router's answer rate).
     answers: Vec<(SocketAddr, [u8; HELLO_LEN])>,
-    /// Serial ports (`--serial`), each with its router link while up.
+    /// Serial ports (`--serial`); port `i`'s link is `PeerAddr::Serial(i)`
+    /// while its session is up.
     ports: Vec<PortLink>,
 }
 
@@ -226,40 +210,9 @@ struct State {
 #[derive(Debug)]
 struct PortLink {
     port: Port,
-    /// The router's link while the port's link session is up.
-    link: Option<LinkId>,
-    up_since: TokioInstant,
     /// The session is up but the link table was full: the peer's MTU, to
     /// try again every tick.
     waiting: Option<u16>,
-}
-
-/// Learned links one host (an IPv4 address, an IPv6 /64) may hold: a host
-/// with many ports cannot take the whole link table.
-const LEARNED_PER_HOST: usize = 4;
-
-/// The host part of an address, for [`LEARNED_PER_HOST`].
-fn host_of(a: &SocketAddr) -> [u8; 16] {
-    match a {
-        SocketAddr::V4(v4) => v4.ip().to_ipv6_mapped().octets(),
-        SocketAddr::V6(v6) => {
-            let mut o = v6.ip().octets();
-            o[8..].fill(0);
-            o
-        }
-    }
-}
-
-/// The bytes a stateless cookie binds: the address and the port.
-fn addr_bytes(a: &SocketAddr) -> [u8; 18] {
-    let mut out = [0u8; 18];
-    let ip = match a {
-        SocketAddr::V4(v4) => v4.ip().to_ipv6_mapped().octets(),
-        SocketAddr::V6(v6) => v6.ip().octets(),
-    };
-    out[..16].copy_from_slice(&ip);
-    out[16..].copy_from_slice(&a.port().to_be_bytes());
-    out
 }
 
 fn unix_now() -> u64 {
@@ -284,247 +237,19 @@ impl State {
         self.start + StdDuration::from_millis(t.millis())
     }
 
-    fn link_up(&mut self, addr: SocketAddr, origin: Origin) -> Option<LinkId> {
-        if let Some(p) = self.peers.get_mut(&addr) {
-            if origin != Origin::Learned && p.origin == Origin::Learned {
-                p.origin = origin;
-            }
-            return Some(p.link);
-        }
-        let link = self.fresh_link_id();
-        let now = self.now();
-        let ok = self.core.node().handle_link_up(now, &mut self.rng, link, UDP_CAPS);
-        if !ok {
-            tracing::debug!("link table full or too many link-ups: ignoring a peer");
-            return None;
-        }
-        self.add_peer(addr, origin, link);
-        Some(link)
-    }
-
-    fn fresh_link_id(&mut self) -> LinkId {
-        let link = LinkId(self.next_link);
-        self.next_link = self.next_link.wrapping_add(1);
-        link
-    }
-
-    fn add_peer(&mut self, addr: SocketAddr, origin: Origin, link: LinkId) {
-        tracing::debug!(%addr, ?origin, "link up");
-        let t = TokioInstant::now();
-        self.peers.insert(
-            addr,
-            Peer {
-                link,
-                origin,
-                up_since: t,
-                last_rx: t,
-                retry_at: t + StdDuration::from_secs(2),
-                backoff: StdDuration::from_secs(2),
-            },
-        );
-        self.by_link.insert(link, addr);
-    }
-
-    /// Bytes from an address with no link: the router answers hellos
-    /// statelessly and makes a link only for a hello that echoes its cookie
-    /// (SPEC §6.1), so junk from any number of addresses takes no link.
-    fn handle_stranger(&mut self, from: SocketAddr, bytes: &[u8]) {
-        let now = self.now();
-        let addr = addr_bytes(&from);
-        let mut answer = [0u8; HELLO_LEN];
-        let r = self.core.node().handle_stranger(now, &mut self.rng, &addr, bytes, &mut answer);
-        match r {
-            Stranger::Dropped => {}
-            Stranger::Answer(_) => self.answers.push((from, answer)),
-            Stranger::Validated(hello) => {
-                // One host gets a few learned links, not the table.
-                let host = host_of(&from);
-                let same_host: Vec<(SocketAddr, TokioInstant)> = self
-                    .peers
-                    .iter()
-                    .filter(|(a, p)| p.origin == Origin::Learned && host_of(a) == host)
-                    .map(|(a, p)| (*a, p.last_rx))
-                    .collect();
-                if same_host.len() >= LEARNED_PER_HOST
-                    && let Some((victim, _)) = same_host.iter().min_by_key(|(_, t)| *t)
-                {
-                    self.link_down(*victim);
-                }
-                if !self.accept(now, from, hello) {
-                    if let Some(victim) = self.eviction_victim() {
-                        self.link_down(victim);
-                    }
-                    if !self.accept(now, from, hello) {
-                        tracing::debug!("link table full: a validated peer waits for a free link");
-                    }
-                }
-            }
-        }
-    }
-
-    fn accept(&mut self, now: Instant, from: SocketAddr, hello: ValidatedHello) -> bool {
-        let link = self.fresh_link_id();
-        let ok = self.core.node().accept_stranger(now, &mut self.rng, link, UDP_CAPS, hello);
-        if ok {
-            self.add_peer(from, Origin::Learned, link);
-        }
-        ok
-    }
-
-    /// The table is full and a validated peer knocks: a learned link goes,
-    /// from the host that holds the most of them, the one idle longest.
-    /// Static and mDNS links are never evicted for a learned one.
-    fn eviction_victim(&self) -> Option<SocketAddr> {
-        let mut per_host: HashMap<[u8; 16], usize> = HashMap::new();
-        for (a, p) in &self.peers {
-            if p.origin == Origin::Learned {
-                *per_host.entry(host_of(a)).or_default() += 1;
-            }
-        }
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.origin == Origin::Learned)
-            .max_by_key(|(a, p)| (per_host.get(&host_of(a)).copied().unwrap_or(0), std::cmp::Reverse(p.last_rx)))
-            .map(|(a, _)| *a)
-    }
-
-    fn link_down(&mut self, addr: SocketAddr) {
-        if let Some(p) = self.peers.remove(&addr) {
-            self.by_link.remove(&p.link);
-            let now = self.now();
-            self.core.node().handle_link_down(now, p.link);
-            tracing::debug!(%addr, "link down");
-        }
-    }
-
-    /// The links whose peer has answered (address validated).
-    fn validated_links(&self) -> std::collections::HashSet<LinkId> {
-        let core = self.core.node_ref();
-        self.by_link.keys().copied().filter(|&l| core.link(l).is_some_and(|i| i.validated)).collect()
-    }
-
-    fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
-        let Some(p) = self.peers.get_mut(&from) else {
-            self.handle_stranger(from, bytes);
-            return;
-        };
-        p.last_rx = TokioInstant::now();
-        let link = p.link;
-        let now = self.now();
-        let _ = self.core.node().handle_frame(now, &mut self.rng, link, bytes);
-        // Collect the endpoint's events after every datagram: its queue is
-        // small, and a receive batch can carry dozens of receipts.
-        self.drain_events();
-    }
-
     fn poll_timeout(&self) -> Option<Instant> {
         self.core.node_ref().poll_timeout()
+    }
+
+    /// Every tick: links (retries, idle expiry, mDNS), then saved state.
+    fn maintain(&mut self) {
+        self.maintain_links();
+        self.save_states();
     }
 
     fn handle_timeout(&mut self) {
         let now = self.now();
         self.core.node().handle_timeout(now, &mut self.rng);
-    }
-
-    /// One link per node found by mDNS: while none of an instance's
-    /// addresses has answered, every one is tried; once one has, only the
-    /// best of those that answered is kept (IPv4 first, then the lowest
-    /// address: both ends pick the same pair, so the peer's datagrams come
-    /// from the address we keep). Links to addresses no instance advertises
-    /// any more go down.
-    ///
-    /// While every address is tried, the peer's answers come in from its
-    /// other addresses too and make "incoming" links. Those to an address of
-    /// the instance that ranks below the kept one go down as well: otherwise
-    /// both ends keep answering each other's hellos and summaries on them
-    /// and they never go idle. One that ranks above is kept: it is the peer
-    /// reaching us on the pair both ends will settle on.
-    fn reconcile_mdns(&mut self) {
-        let valid = self.validated_links();
-        let rank = |a: &SocketAddr| (a.is_ipv6(), *a);
-        let mut wanted: std::collections::HashSet<SocketAddr> = std::collections::HashSet::new();
-        let mut outranked: std::collections::HashSet<SocketAddr> = std::collections::HashSet::new();
-        for addrs in self.mdns.values() {
-            let best = addrs
-                .iter()
-                .filter(|a| self.peers.get(a).is_some_and(|p| valid.contains(&p.link)))
-                .min_by_key(|a| rank(a));
-            match best {
-                Some(best) => {
-                    wanted.insert(*best);
-                    outranked.extend(addrs.iter().filter(|a| rank(a) > rank(best)));
-                }
-                None => wanted.extend(addrs.iter().copied()),
-            }
-        }
-        let stale: Vec<SocketAddr> = self
-            .peers
-            .iter()
-            .filter(|(a, p)| match p.origin {
-                Origin::Mdns => !wanted.contains(a),
-                Origin::Learned => outranked.contains(a) && !wanted.contains(a),
-                Origin::Static => false,
-            })
-            .map(|(a, _)| *a)
-            .collect();
-        for a in stale {
-            self.link_down(a);
-        }
-        for a in wanted {
-            self.link_up(a, Origin::Mdns);
-        }
-    }
-
-    /// Static peers that are not validated get their link restarted, with
-    /// backoff up to 30 s; learned links idle for two minutes go down.
-    fn maintain(&mut self) {
-        let t = TokioInstant::now();
-        let valid = self.validated_links();
-        let mut restart = Vec::new();
-        let mut drop = Vec::new();
-        for (addr, p) in &self.peers {
-            match p.origin {
-                Origin::Static | Origin::Mdns => {
-                    if t >= p.retry_at && !valid.contains(&p.link) {
-                        restart.push((*addr, p.origin, p.backoff));
-                    }
-                }
-                Origin::Learned => {
-                    if t.duration_since(p.last_rx) > IDLE {
-                        drop.push(*addr);
-                    }
-                }
-            }
-        }
-        for addr in drop {
-            self.link_down(addr);
-        }
-        for (addr, origin, backoff) in restart {
-            self.link_down(addr);
-            if self.link_up(addr, origin).is_some()
-                && let Some(p) = self.peers.get_mut(&addr)
-            {
-                let next = (backoff * 2).min(StdDuration::from_secs(30));
-                p.backoff = next;
-                p.retry_at = t + next;
-            }
-        }
-        for addr in self.statics.clone() {
-            if !self.peers.contains_key(&addr) {
-                self.link_up(addr, Origin::Static);
-            }
-        }
-        self.reconcile_mdns();
-        let waiting: Vec<(usize, u16)> = self
-            .ports
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.waiting.filter(|_| p.link.is_none()).map(|m| (i, m)))
-            .collect();
-        for (port, mtu) in waiting {
-            self.port_up(port, mtu);
-        }
-        self.save_states();
     }
 
     fn save_states(&mut self) {
@@ -560,9 +285,10 @@ impl State {
                 break;
             };
             out.bytes.truncate(start + t.len);
-            match self.by_link.get(&t.link) {
-                Some(addr) => out.frames.push((*addr, start..start + t.len)),
-                None => out.bytes.truncate(start),
+            // Serial links are pull links: only UDP frames come here.
+            match self.links.by_id(t.link).map(|e| e.addr) {
+                Some(PeerAddr::Udp(addr)) => out.frames.push((addr, start..start + t.len)),
+                _ => out.bytes.truncate(start),
             }
             if out.len() >= FLUSH_BATCH {
                 link.send(out, scratch).await;
@@ -575,88 +301,6 @@ impl State {
         }
         self.pull_serial();
         self.drain_events();
-    }
-
-    /// Frames for the serial ports, as many as each port's queue takes: the
-    /// port writes them as its peer grants credit, and says `Ready` when it
-    /// has room again. What is not pulled stays in the router's queue.
-    fn pull_serial(&mut self) {
-        let now = self.now();
-        let mut buf = zeroize::Zeroizing::new([0u8; MAX_FRAME_LEN]);
-        for p in &self.ports {
-            let Some(link) = p.link else { continue };
-            while p.port.tx.capacity() > 0 {
-                let t = self.core.node().poll_transmit_link(now, link, &mut buf[..]);
-                let Some(t) = t else { break };
-                if let Err(e) = p.port.tx.try_send(buf[..t.len].to_vec()) {
-                    // The port went away: the frame is dropped, wiped.
-                    zeroize::Zeroize::zeroize(&mut e.into_inner());
-                    break;
-                }
-            }
-        }
-    }
-
-    fn handle_port(&mut self, ev: PortEvent) {
-        let now = self.now();
-        match ev {
-            PortEvent::Up { port, mtu } => {
-                if let Some(old) = self.ports.get(port).and_then(|p| p.link) {
-                    self.port_down(port, old);
-                }
-                self.port_up(port, mtu);
-            }
-            PortEvent::Down { port } => {
-                if let Some(p) = self.ports.get_mut(port) {
-                    p.waiting = None;
-                }
-                if let Some(link) = self.ports.get(port).and_then(|p| p.link) {
-                    self.port_down(port, link);
-                }
-            }
-            PortEvent::Frame { port, mut bytes } => {
-                if let Some(link) = self.ports.get(port).and_then(|p| p.link) {
-                    let _ = self.core.node().handle_frame(now, &mut self.rng, link, &bytes);
-                    self.drain_events();
-                }
-                zeroize::Zeroize::zeroize(&mut bytes);
-            }
-            PortEvent::Ready { .. } => {}
-        }
-    }
-
-    /// Bring the router's link of `port` up; if the link table is full, say
-    /// so once and try again every tick (`maintain`).
-    fn port_up(&mut self, port: usize, mtu: u16) {
-        let now = self.now();
-        let link = self.fresh_link_id();
-        let caps = LinkCaps { mtu: mtu.min(MAX_FRAME_LEN as u16), broadcast: false, max_class: SizeClass::Large };
-        let ok = self.core.node().handle_link_up(now, &mut self.rng, link, caps);
-        let Some(p) = self.ports.get_mut(port) else { return };
-        if !ok {
-            if p.waiting.is_none() {
-                tracing::warn!(
-                    "serial {}: the link table is full; the port waits for a free link",
-                    p.port.spec.path.display()
-                );
-            }
-            p.waiting = Some(mtu);
-            return;
-        }
-        p.waiting = None;
-        p.link = Some(link);
-        p.up_since = TokioInstant::now();
-        tracing::info!("serial {}: link up (peer MTU {mtu})", p.port.spec.path.display());
-        self.core.node().set_pull(link, true);
-    }
-
-    fn port_down(&mut self, port: usize, link: LinkId) {
-        let now = self.now();
-        self.core.node().handle_link_down(now, link);
-        if let Some(p) = self.ports.get_mut(port) {
-            p.link = None;
-            tracing::info!("serial {}: link down", p.port.spec.path.display());
-        }
     }
 
     fn note(&self, method: &str, params: Value) {
@@ -741,37 +385,6 @@ impl State {
         }
     }
 
-    fn peers_json(&self) -> Value {
-        let t = TokioInstant::now();
-        let valid = self.validated_links();
-        let mut list: Vec<Value> = self
-            .peers
-            .values()
-            .map(|p| {
-                json!({
-                    "kind": "udp",
-                    "found_by": match p.origin { Origin::Static => "static", Origin::Mdns => "mdns", Origin::Learned => "incoming" },
-                    "age_secs": t.duration_since(p.up_since).as_secs(),
-                    "validated": valid.contains(&p.link),
-                })
-            })
-            .collect();
-        for p in &self.ports {
-            let status = p.port.status.lock().map(|s| s.clone()).unwrap_or_default();
-            list.push(json!({
-                "kind": "serial",
-                "device": p.port.spec.path.display().to_string(),
-                "found_by": "configured",
-                "age_secs": p.link.map(|_| t.duration_since(p.up_since).as_secs()),
-                "validated": p.link.is_some_and(|l| valid.contains(&l)),
-                "open": status.open,
-                "problem": status.problem,
-            }));
-        }
-        list.sort_by_key(|v| v["age_secs"].as_u64());
-        Value::Array(list)
-    }
-
     fn stats_json(&self) -> Value {
         let s = self.core.node_ref().stats();
         let held = self.core.node_ref().held();
@@ -783,11 +396,11 @@ impl State {
             "receipts_refused": s.receipts_refused, "evictions": s.evictions,
             "stranger_answers": s.stranger_answers, "stranger_dropped": s.stranger_dropped,
             "stranger_links": s.stranger_links, "router_events_dropped": s.events_dropped,
-            "serial": self.ports.iter().map(|p| {
+            "serial": self.ports.iter().enumerate().map(|(i, p)| {
                 let st = p.port.status.lock().map(|s| s.clone()).unwrap_or_default();
                 json!({
                     "device": p.port.spec.path.display().to_string(),
-                    "open": st.open, "opens": st.opens, "up": p.link.is_some(),
+                    "open": st.open, "opens": st.opens, "up": self.port_up_now(i),
                     "frames_in": st.frames_in, "frames_out": st.frames_out,
                     "dropped": st.dropped, "crc_errors": st.crc_errors, "malformed": st.malformed,
                     "hellos_in": st.session.hellos_in, "hellos_out": st.session.hellos_out,
@@ -990,9 +603,7 @@ pub fn spawn_on<L: Link>(
         book_dirty: false,
         start: TokioInstant::now(),
         rng,
-        peers: HashMap::new(),
-        by_link: HashMap::new(),
-        next_link: 1,
+        links: peers::new_links(),
         statics: options.peers.clone(),
         notes,
         pending: HashMap::new(),
@@ -1003,7 +614,7 @@ pub fn spawn_on<L: Link>(
     let (port_tx, mut port_rx) = mpsc::channel::<PortEvent>(64);
     for (i, spec) in options.serial.iter().enumerate() {
         let port = crate::serial::spawn(i, spec.clone(), port_tx.clone());
-        state.ports.push(PortLink { port, link: None, up_since: TokioInstant::now(), waiting: None });
+        state.ports.push(PortLink { port, waiting: None });
     }
     drop(port_tx);
     // Named contacts with their saved tag counters, and the blocked codes.
@@ -1027,7 +638,7 @@ pub fn spawn_on<L: Link>(
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for addr in state.statics.clone() {
-            state.link_up(addr, Origin::Static);
+            state.link_up(PeerAddr::Udp(addr), Origin::Static, UDP_CAPS);
         }
         state.flush(&link, &mut scratch, &mut out).await;
         loop {
