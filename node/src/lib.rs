@@ -9,6 +9,7 @@ pub mod app;
 pub mod book;
 pub mod chat;
 pub mod cli;
+pub mod command;
 pub mod demo;
 pub mod identity;
 pub mod link;

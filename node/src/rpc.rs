@@ -12,12 +12,36 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::node::{Handle, RpcError};
+use crate::node::Handle;
 
 /// Longest request line accepted, in bytes.
 pub const MAX_LINE: usize = 256 * 1024;
 /// Requests read ahead of their answers.
 const IN_FLIGHT: usize = 256;
+
+/// A JSON-RPC error: code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    /// JSON-RPC error code.
+    pub code: i64,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+impl RpcError {
+    /// Invalid params (-32602).
+    pub fn params(message: impl Into<String>) -> Self {
+        RpcError { code: -32602, message: message.into() }
+    }
+    /// Method not found (-32601).
+    pub fn method(name: &str) -> Self {
+        RpcError { code: -32601, message: format!("unknown method {name:?}") }
+    }
+    /// An application error (-32000).
+    pub fn app(message: impl Into<String>) -> Self {
+        RpcError { code: -32000, message: message.into() }
+    }
+}
 
 fn error(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})

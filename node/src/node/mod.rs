@@ -1,47 +1,47 @@
-//! The node: one task that owns the `proto` core and drives it with the UDP
-//! socket, mDNS discovery, timers and requests from the local API.
+//! The node: one task that owns the `proto` core and drives it with its
+//! links (UDP, serial ports), mDNS discovery, timers and requests from the
+//! local API.
 //!
 //! It is the thin driver the house style asks for: a `select!` over
-//! datagrams, the core's timer, requests and discovery events, each followed
-//! by draining `poll_transmit` and `poll_event`.
+//! datagrams, serial port events, the core's timer, typed [`Command`]s and
+//! discovery events, each followed by draining `poll_transmit` and
+//! `poll_event`.
+//!
+//! * `cores`: which core (relay or endpoint) and how it is built; both are
+//!   driven through the one face, [`ferry_proto::Node`].
+//! * `peers`: the link table (`proto`'s, keyed by link kind and address) and
+//!   what happens as links come and go.
+//! * this file: the task, its state, sending, events, and the answers to
+//!   commands.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
-use ferry_proto::endpoint::{DeliveryState, Endpoint, Event, SendError};
+use ferry_proto::Instant;
+use ferry_proto::endpoint::{DeliveryState, Event, SendError};
 use ferry_proto::envelope::{Identity, PeerKey};
 use ferry_proto::link::table::Origin;
-use ferry_proto::router::{Config, HostRouter, LinkCaps};
-use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, MessageId, SizeClass};
-use ferry_proto::{Instant, Node};
+use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, MessageId};
 use serde_json::{Value, json};
-use static_cell::ConstStaticCell;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
 use self::peers::{Links, PeerAddr};
 use crate::book::Book;
+pub use crate::command::Command;
 use crate::link::{Datagrams, Link};
 use crate::mdns::{Discovery, DiscoveryEvent};
+use crate::rpc::RpcError;
 use crate::serial::{Port, PortEvent, SerialSpec};
 use crate::udp::Udp;
 
+mod cores;
 mod peers;
 
-/// The endpoint size the daemon uses: 1024 contacts (16384 tags), 1024
-/// messages awaiting delivery, 16384 remembered receipt secrets.
-pub type HostEndpoint = Endpoint<Box<HostRouter>, 1024, 16384, 1024, 16384>;
-
-/// Caps of a UDP peer: a datagram below the IPv6 minimum MTU, large frames.
-pub const UDP_CAPS: LinkCaps = LinkCaps { mtu: 1232, broadcast: false, max_class: SizeClass::Large };
-
-/// The router's limits on a host: a LAN peer may send far more than a radio
-/// neighbour (50,000 frames/s costs a relay about 5% of a core), and a
-/// person may have up to 1024 messages waiting for delivery, as many as the
-/// endpoint tracks.
-pub const ROUTER_CONFIG: Config = Config { link_rate: 50_000, link_burst: 50_000, own_quota: 1024, ..Config::DEFAULT };
+use self::cores::{Core, endpoint_core, relay_core};
+pub use self::cores::{HostEndpoint, ROUTER_CONFIG, UDP_CAPS, router_config};
 
 /// Maintenance tick: static peer retries, idle links, saving tag counters.
 const TICK: StdDuration = StdDuration::from_millis(500);
@@ -85,47 +85,11 @@ pub struct Options {
     pub serial: Vec<SerialSpec>,
 }
 
-/// The router configuration for a store budget of `kib` KiB, split between
-/// the size classes as in the full store (2/7 small, 5/7 large).
-pub fn router_config(kib: Option<u32>) -> Config {
-    let Some(kib) = kib else { return ROUTER_CONFIG };
-    let bytes = kib as usize * 1024;
-    let small = (bytes * 2 / 7 / SizeClass::Small.frame_len()).max(1);
-    let large = (bytes * 5 / 7 / SizeClass::Large.frame_len()).max(1);
-    Config { store_slots: (small, large), ..ROUTER_CONFIG }
-}
-
-/// A JSON-RPC error: code and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpcError {
-    /// JSON-RPC error code.
-    pub code: i64,
-    /// What happened, for a person.
-    pub message: String,
-}
-
-impl RpcError {
-    /// Invalid params (-32602).
-    pub fn params(message: impl Into<String>) -> Self {
-        RpcError { code: -32602, message: message.into() }
-    }
-    /// Method not found (-32601).
-    pub fn method(name: &str) -> Self {
-        RpcError { code: -32601, message: format!("unknown method {name:?}") }
-    }
-    /// An application error (-32000).
-    pub fn app(message: impl Into<String>) -> Self {
-        RpcError { code: -32000, message: message.into() }
-    }
-}
-
 /// One request to the node.
 #[derive(Debug)]
 pub struct Request {
-    /// Method name.
-    pub method: String,
-    /// Parameters.
-    pub params: Value,
+    /// What is asked.
+    pub command: Command,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<Value, RpcError>>,
 }
@@ -147,9 +111,21 @@ impl Handle {
     /// return where its answer will come: requests submitted one after the
     /// other are handled in that order. A stopped node drops the sender.
     pub async fn submit(&self, method: &str, params: Value) -> oneshot::Receiver<Result<Value, RpcError>> {
+        match Command::parse(method, &params) {
+            Ok(command) => self.command(command).await,
+            Err(e) => {
+                // Refused at the edge: the node never sees it.
+                let (reply, rx) = oneshot::channel();
+                let _ = reply.send(Err(e));
+                rx
+            }
+        }
+    }
+
+    /// Hand a typed command to the node; see [`Handle::submit`].
+    pub async fn command(&self, command: Command) -> oneshot::Receiver<Result<Value, RpcError>> {
         let (reply, rx) = oneshot::channel();
-        let req = Request { method: method.to_owned(), params, reply };
-        let _ = self.requests.send(req).await;
+        let _ = self.requests.send(Request { command, reply }).await;
         rx
     }
 
@@ -157,30 +133,6 @@ impl Handle {
     /// each, without the newline).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.notes.subscribe()
-    }
-}
-
-/// The core this node drives: a relay or an endpoint, through the one face
-/// both show ([`Node`]); only the endpoint's own requests (send, contacts)
-/// look inside.
-enum Core {
-    Endpoint(Box<HostEndpoint>),
-    Relay(RelayRouter),
-}
-
-impl Core {
-    fn node(&mut self) -> &mut dyn Node {
-        match self {
-            Core::Endpoint(e) => &mut **e,
-            Core::Relay(r) => &mut **r,
-        }
-    }
-
-    fn node_ref(&self) -> &dyn Node {
-        match self {
-            Core::Endpoint(e) => &**e,
-            Core::Relay(r) => &**r,
-        }
     }
 }
 
@@ -368,20 +320,15 @@ impl State {
         );
     }
 
-    fn handle_request(&mut self, method: &str, params: &Value) -> Result<Value, RpcError> {
-        match method {
-            "peers" => Ok(self.peers_json()),
-            "stats" => Ok(self.stats_json()),
-            _ => {
-                if matches!(self.core, Core::Relay(_)) {
-                    return match method {
-                        "identity" | "contacts.add" | "contacts.list" | "contacts.remove" | "contacts.rename"
-                        | "contacts.block" | "send" => Err(RpcError::app("a relay has no identity or contacts")),
-                        _ => Err(RpcError::method(method)),
-                    };
-                }
-                self.endpoint_request(method, params)
+    fn handle_request(&mut self, command: Command) -> Result<Value, RpcError> {
+        match command {
+            Command::Peers => Ok(self.peers_json()),
+            Command::Stats => Ok(self.stats_json()),
+            Command::Pending => Ok(json!(self.pending.len())),
+            c if matches!(self.core, Core::Relay(_)) && c.needs_identity() => {
+                Err(RpcError::app("a relay has no identity or contacts"))
             }
+            c => self.endpoint_request(c),
         }
     }
 
@@ -429,26 +376,13 @@ impl State {
             .map_err(|e| RpcError::params(format!("{to:?} is neither a contact name nor a valid code: {e}")))
     }
 
-    fn endpoint_request(&mut self, method: &str, params: &Value) -> Result<Value, RpcError> {
+    fn endpoint_request(&mut self, command: Command) -> Result<Value, RpcError> {
         let now = self.now();
-        let Core::Endpoint(ep) = &mut self.core else { return Err(RpcError::method(method)) };
+        let Core::Endpoint(ep) = &mut self.core else { return Err(RpcError::app("a relay has no identity")) };
         let book = self.book.get_or_insert_with(Book::in_memory);
-        let str_param = |name: &str| -> Result<String, RpcError> {
-            params
-                .get(name)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| RpcError::params(format!("missing string parameter {name:?}")))
-        };
-        let code_param = |name: &str| -> Result<PeerKey, RpcError> {
-            let code = str_param(name)?;
-            PeerKey::from_code(&code).map_err(|e| RpcError::params(format!("bad contact code: {e}")))
-        };
-        match method {
-            "identity" => Ok(json!({"code": ep.identity().code().as_str()})),
-            "contacts.add" => {
-                let name = str_param("name")?;
-                let key = code_param("code")?;
+        match command {
+            Command::Identity => Ok(json!({"code": ep.identity().code().as_str()})),
+            Command::ContactsAdd { name, key } => {
                 if key == ep.identity().public() {
                     return Err(RpcError::params("that is your own code"));
                 }
@@ -461,11 +395,10 @@ impl State {
                 self.save_states();
                 Ok(json!(true))
             }
-            "contacts.list" => {
+            Command::ContactsList => {
                 Ok(Value::Array(book.contacts().map(|e| json!({"name": e.name, "code": e.code})).collect()))
             }
-            "contacts.remove" => {
-                let name = str_param("name")?;
+            Command::ContactsRemove { name } => {
                 let entry = book.remove(&name).map_err(|e| RpcError::params(e.to_string()))?;
                 if let Ok(k) = PeerKey::from_code(&entry.code) {
                     ep.remove_contact(&k);
@@ -474,27 +407,22 @@ impl State {
                 self.save_states();
                 Ok(json!(true))
             }
-            "contacts.rename" => {
-                let old = str_param("name")?;
-                let new = str_param("new_name")?;
-                book.rename(&old, &new).map_err(|e| RpcError::params(e.to_string()))?;
+            Command::ContactsRename { name, new_name } => {
+                book.rename(&name, &new_name).map_err(|e| RpcError::params(e.to_string()))?;
                 self.book_dirty = true;
                 self.save_states();
                 Ok(json!(true))
             }
-            "contacts.block" => {
-                let key = code_param("code")?;
+            Command::ContactsBlock { key } => {
                 book.block(&key).map_err(|e| RpcError::params(e.to_string()))?;
                 ep.block(&key).map_err(|e| RpcError::app(e.to_string()))?;
                 self.book_dirty = true;
                 self.save_states();
                 Ok(json!(true))
             }
-            "send" => {
-                let to = str_param("to")?;
-                let text = str_param("text")?;
+            Command::Send { to, text } => {
                 let key = self.resolve(&to)?;
-                let Core::Endpoint(ep) = &mut self.core else { return Err(RpcError::method(method)) };
+                let Core::Endpoint(ep) = &mut self.core else { return Err(RpcError::app("a relay cannot send")) };
                 if key == ep.identity().public() {
                     return Err(RpcError::params("that is your own code"));
                 }
@@ -507,62 +435,8 @@ impl State {
                 })?;
                 Ok(json!({"id": id.to_string()}))
             }
-            "pending" => Ok(json!(self.pending.len())),
-            _ => Err(RpcError::method(method)),
+            Command::Peers | Command::Stats | Command::Pending => Err(RpcError::app("not an endpoint request")),
         }
-    }
-}
-
-/// A person's core: router and endpoint. Out of line, so that its
-/// multi-megabyte stack frame is only ever touched by endpoints.
-#[inline(never)]
-fn endpoint_core(identity: Identity) -> Box<HostEndpoint> {
-    let router = Box::new(HostRouter::new(ROUTER_CONFIG));
-    let mut ep = Box::new(HostEndpoint::new(identity, router));
-    // All of a LAN's traffic may come through one relay link: allow 5,000
-    // first-contact trials per second there (about a quarter of a core at
-    // worst).
-    ep.set_first_contact_rate(5_000);
-    ep
-}
-
-/// The first relay of the process lives in a static built at compile time
-/// (`Router::new` is `const`): it is never copied, so only the pages it
-/// actually uses become resident (a relay's RSS stays well under 10 MB).
-static RELAY: ConstStaticCell<HostRouter> = ConstStaticCell::new(HostRouter::new(ROUTER_CONFIG));
-
-/// A relay's router: the static one, or (a second relay in one process,
-/// as in tests) a copy on the heap.
-enum RelayRouter {
-    Static(&'static mut HostRouter),
-    Boxed(Box<HostRouter>),
-}
-
-impl std::ops::Deref for RelayRouter {
-    type Target = HostRouter;
-    fn deref(&self) -> &HostRouter {
-        match self {
-            RelayRouter::Static(r) => r,
-            RelayRouter::Boxed(r) => r,
-        }
-    }
-}
-
-impl std::ops::DerefMut for RelayRouter {
-    fn deref_mut(&mut self) -> &mut HostRouter {
-        match self {
-            RelayRouter::Static(r) => r,
-            RelayRouter::Boxed(r) => r,
-        }
-    }
-}
-
-#[inline(never)]
-fn relay_core() -> RelayRouter {
-    const FRESH: HostRouter = HostRouter::new(ROUTER_CONFIG);
-    match RELAY.try_take() {
-        Some(r) => RelayRouter::Static(r),
-        None => RelayRouter::Boxed(Box::new(FRESH)),
     }
 }
 
@@ -669,12 +543,12 @@ pub fn spawn_on<L: Link>(
                 }
                 req = req_rx.recv() => match req {
                     Some(req) => {
-                        let result = state.handle_request(&req.method, &req.params);
+                        let result = state.handle_request(req.command);
                         let _ = req.reply.send(result);
                         // Whatever else is queued already goes in the same batch.
                         for _ in 1..REQUEST_BATCH {
                             let Ok(req) = req_rx.try_recv() else { break };
-                            let result = state.handle_request(&req.method, &req.params);
+                            let result = state.handle_request(req.command);
                             let _ = req.reply.send(result);
                         }
                     }
@@ -710,22 +584,4 @@ pub fn spawn_on<L: Link>(
 /// to warn on exit: the outbox is not kept across restarts).
 pub async fn pending(handle: &Handle) -> usize {
     handle.call("pending", Value::Null).await.ok().and_then(|v| v.as_u64()).unwrap_or(0) as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn store_budget_maps_to_slots_within_it() {
-        assert_eq!(router_config(None), ROUTER_CONFIG);
-        // The largest budget is exactly the compiled store.
-        assert_eq!(router_config(Some(1680)).store_slots, (2048, 1024));
-        for kib in [64u32, 100, 512, 1000, 1680] {
-            let (s, l) = router_config(Some(kib)).store_slots;
-            let bytes = s * SizeClass::Small.frame_len() + l * SizeClass::Large.frame_len();
-            let budget = kib as usize * 1024;
-            assert!(bytes <= budget && bytes * 100 >= budget * 98, "{kib} KiB -> {s} + {l} slots = {bytes} B");
-        }
-    }
 }
