@@ -1,24 +1,38 @@
-//! The link layer behind one small trait, so that the node runs the same
-//! over UDP and over an in-memory network (for fast daemon tests). Serial
-//! and BLE links will sit behind it too.
+//! Datagram links behind one small trait, so that the node runs the same
+//! over UDP and over an in-memory network (for fast daemon tests). A link
+//! names its peers by its own address type and says what it can carry
+//! ([`LinkCaps`]). Serial ports are the node's other link kind (event
+//! driven, `crate::serial`); every link of every kind is one entry of the
+//! node's link table, keyed by kind and address.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::future::Future;
+use std::hash::Hash;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ferry_proto::router::LinkCaps;
 use tokio::sync::mpsc;
 
-/// Datagrams in one byte arena, each with its peer.
-#[derive(Debug, Default)]
-pub struct Datagrams {
+use crate::node::UDP_CAPS;
+
+/// Datagrams in one byte arena, each with its peer (of address type `A`).
+#[derive(Debug)]
+pub struct Datagrams<A = SocketAddr> {
     pub(crate) bytes: Vec<u8>,
-    pub(crate) frames: Vec<(SocketAddr, Range<usize>)>,
+    pub(crate) frames: Vec<(A, Range<usize>)>,
 }
 
-impl Datagrams {
+impl<A> Default for Datagrams<A> {
+    fn default() -> Self {
+        Datagrams { bytes: Vec::new(), frames: Vec::new() }
+    }
+}
+
+impl<A: Copy> Datagrams<A> {
     /// Forget everything (keeping the memory).
     pub fn clear(&mut self) {
         self.bytes.clear();
@@ -40,7 +54,7 @@ impl Datagrams {
     }
 
     /// Add one datagram.
-    pub fn push(&mut self, peer: SocketAddr, bytes: &[u8]) {
+    pub fn push(&mut self, peer: A, bytes: &[u8]) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(bytes);
         self.frames.push((peer, start..self.bytes.len()));
@@ -57,7 +71,7 @@ impl Datagrams {
     }
 
     /// Datagram `i`.
-    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+    pub fn get(&self, i: usize) -> Option<(A, &[u8])> {
         let (peer, r) = self.frames.get(i)?;
         Some((*peer, self.bytes.get(r.clone())?))
     }
@@ -66,20 +80,37 @@ impl Datagrams {
 /// A datagram link: one local address, datagrams to and from peers named
 /// by address. Errors are the link's business (counted, never fatal).
 pub trait Link: Send + Sync + 'static {
+    /// How the link names a peer (a socket address; for BLE it would be a
+    /// connection handle, because BLE addresses rotate).
+    type Addr: Copy + Eq + Hash + Debug + Send + Sync + 'static;
     /// Receive buffers the link wants to keep between calls.
     type Bufs: Send;
+    /// What a link of this kind carries (MTU, broadcast or not).
+    fn caps(&self) -> LinkCaps;
     /// The local address peers reach us at.
-    fn local_addr(&self) -> SocketAddr;
+    fn local_addr(&self) -> Self::Addr;
     /// Fresh receive buffers.
     fn bufs(&self) -> Self::Bufs;
     /// Wait for at least one datagram and append what came to `inbox`.
-    fn recv<'a>(&'a self, bufs: &'a mut Self::Bufs, inbox: &'a mut Datagrams) -> impl Future<Output = ()> + Send + 'a;
+    fn recv<'a>(
+        &'a self,
+        bufs: &'a mut Self::Bufs,
+        inbox: &'a mut Datagrams<Self::Addr>,
+    ) -> impl Future<Output = ()> + Send + 'a;
     /// Send `out` (batched where the link can).
-    fn send<'a>(&'a self, out: &'a Datagrams, scratch: &'a mut Vec<u8>) -> impl Future<Output = ()> + Send + 'a;
+    fn send<'a>(
+        &'a self,
+        out: &'a Datagrams<Self::Addr>,
+        scratch: &'a mut Vec<u8>,
+    ) -> impl Future<Output = ()> + Send + 'a;
 }
 
 impl Link for crate::udp::Udp {
+    type Addr = SocketAddr;
     type Bufs = crate::udp::RecvBufs;
+    fn caps(&self) -> LinkCaps {
+        UDP_CAPS
+    }
     fn local_addr(&self) -> SocketAddr {
         crate::udp::Udp::local_addr(self)
     }
@@ -139,7 +170,12 @@ impl Drop for MemLink {
 }
 
 impl Link for MemLink {
+    type Addr = SocketAddr;
     type Bufs = ();
+    /// The same as UDP's: the in-memory network stands in for it.
+    fn caps(&self) -> LinkCaps {
+        UDP_CAPS
+    }
     fn local_addr(&self) -> SocketAddr {
         self.addr
     }

@@ -23,6 +23,7 @@ use ferry_proto::Instant;
 use ferry_proto::endpoint::{DeliveryState, Event, SendError};
 use ferry_proto::envelope::{Identity, PeerKey};
 use ferry_proto::link::table::Origin;
+use ferry_proto::router::LinkCaps;
 use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, MessageId};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -144,6 +145,8 @@ struct State {
     rng: rand::rngs::StdRng,
     /// Every link, keyed by kind and address.
     links: Links,
+    /// What the datagram link carries (its `caps()`).
+    dgram_caps: LinkCaps,
     statics: Vec<SocketAddr>,
     notes: broadcast::Sender<Arc<str>>,
     /// Ids of messages sent, to say which are still undelivered.
@@ -222,7 +225,7 @@ impl State {
 
     /// Drain `poll_transmit` into `out` (one arena, no allocation per
     /// frame once warm) and send it in batches.
-    async fn flush<L: Link>(&mut self, link: &L, scratch: &mut Vec<u8>, out: &mut Datagrams) {
+    async fn flush<L: Link<Addr = SocketAddr>>(&mut self, link: &L, scratch: &mut Vec<u8>, out: &mut Datagrams) {
         let now = self.now();
         out.clear();
         for (to, hello) in self.answers.drain(..) {
@@ -453,7 +456,7 @@ pub fn spawn(
 }
 
 /// Start a node on any [`Link`] (UDP, or an in-memory network in tests).
-pub fn spawn_on<L: Link>(
+pub fn spawn_on<L: Link<Addr = SocketAddr>>(
     link: L,
     mode: Mode,
     options: Options,
@@ -478,6 +481,7 @@ pub fn spawn_on<L: Link>(
         start: TokioInstant::now(),
         rng,
         links: peers::new_links(),
+        dgram_caps: link.caps(),
         statics: options.peers.clone(),
         notes,
         pending: HashMap::new(),
@@ -512,7 +516,7 @@ pub fn spawn_on<L: Link>(
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for addr in state.statics.clone() {
-            state.link_up(PeerAddr::Udp(addr), Origin::Static, UDP_CAPS);
+            state.link_up(PeerAddr::Udp(addr), Origin::Static, state.dgram_caps);
         }
         state.flush(&link, &mut scratch, &mut out).await;
         loop {

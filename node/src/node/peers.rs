@@ -12,7 +12,7 @@ use ferry_proto::router::{LinkCaps, LinkId, Stranger};
 use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, SizeClass};
 use serde_json::{Value, json};
 
-use super::{State, UDP_CAPS};
+use super::State;
 use crate::serial::PortEvent;
 
 /// Links a node keeps: the router's link table size.
@@ -161,13 +161,13 @@ impl State {
             Stranger::Validated(hello) => hello,
         };
         let mut evicted = Vec::new();
-        let admitted = self.links.admit_learned(now, PeerAddr::Udp(from), UDP_CAPS, &mut |e| evicted.push(e));
+        let admitted = self.links.admit_learned(now, PeerAddr::Udp(from), self.dgram_caps, &mut |e| evicted.push(e));
         for e in &evicted {
             self.router_link_down(e);
         }
         match admitted {
             Ok(id) => {
-                if self.core.node().accept_stranger(now, &mut self.rng, id, UDP_CAPS, hello) {
+                if self.core.node().accept_stranger(now, &mut self.rng, id, self.dgram_caps, hello) {
                     tracing::debug!("link up (learned)");
                 } else {
                     self.links.remove(id);
@@ -225,7 +225,7 @@ impl State {
             self.link_down(a);
         }
         for a in wanted {
-            self.link_up(PeerAddr::Udp(a), Origin::Discovered, UDP_CAPS);
+            self.link_up(PeerAddr::Udp(a), Origin::Discovered, self.dgram_caps);
         }
     }
 
@@ -246,7 +246,7 @@ impl State {
         }
         for addr in self.statics.clone() {
             if self.links.get(&PeerAddr::Udp(addr)).is_none() {
-                self.link_up(PeerAddr::Udp(addr), Origin::Static, UDP_CAPS);
+                self.link_up(PeerAddr::Udp(addr), Origin::Static, self.dgram_caps);
             }
         }
         self.reconcile_mdns();
