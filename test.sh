@@ -9,6 +9,8 @@
 #             with -Zbuild-std=core only (proves no std and no alloc)
 #   tests     cargo nextest run --workspace --lib --bins --tests; cargo test --doc;
 #             then no process the tests started may still be running
+#   release   cargo build --release -p ferry-node; the relay memory test
+#             (tests/tests/memory.rs) again against that binary
 #   fuzz      every cargo-fuzz target of proto for FUZZ_SECONDS (default 20) each
 #
 # Full logs go to target/test-logs/ (tests.log, fuzz-<target>.log); the
@@ -165,6 +167,14 @@ if ((${#leftovers[@]})); then
     exit 1
 fi
 echo "    no process started by the tests is still running"
+
+# ---------------------------------------------------------------------------
+step "release build: delivered and destroyed"
+# What people run is the release build, and the optimiser moves bytes where a
+# debug build does not (a stack temporary copied into a static, say): the
+# relay's memory test runs against it too (SPEC §8).
+run cargo build --release -p ferry-node
+run env FERRY_BIN="$(pwd -P)/${CARGO_TARGET_DIR:-target}/release/ferry" cargo test -p ferry-tests --test memory
 
 # ---------------------------------------------------------------------------
 step "fuzz smoke (${FUZZ_SECONDS}s per target)"

@@ -72,6 +72,7 @@ pub mod segment;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod wipe;
 pub mod wire;
 
 pub use node::Node;

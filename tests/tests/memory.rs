@@ -61,9 +61,16 @@ impl Drop for Tap {
 
 /// The writable mappings of `pid`, read through /proc/PID/mem.
 fn dump(pid: u32) -> std::io::Result<Vec<u8>> {
+    dump_regions(pid).map(|(bytes, _)| bytes)
+}
+
+/// The writable mappings of `pid`, and where each starts in the dump: (offset in the dump, the
+/// mapping's line in /proc/PID/maps).
+fn dump_regions(pid: u32) -> std::io::Result<(Vec<u8>, Vec<(usize, String)>)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
     let mut mem = File::open(format!("/proc/{pid}/mem"))?;
     let mut out = Vec::new();
+    let mut regions = Vec::new();
     for line in maps.lines() {
         let mut parts = line.split_whitespace();
         let (Some(range), Some(perms)) = (parts.next(), parts.next()) else { continue };
@@ -74,10 +81,43 @@ fn dump(pid: u32) -> std::io::Result<Vec<u8>> {
         let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else { continue };
         let mut region = vec![0u8; (hi - lo) as usize];
         if mem.seek(SeekFrom::Start(lo)).is_ok() && mem.read_exact(&mut region).is_ok() {
+            regions.push((out.len(), line.to_owned()));
             out.extend_from_slice(&region);
         }
     }
-    Ok(out)
+    Ok((out, regions))
+}
+
+/// Where in `memory` (by mapping and offset in it) windows of `frames` are: to say where a
+/// leftover copy lives when the test fails.
+fn locate(frames: &[Vec<u8>], memory: &[u8], regions: &[(usize, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        for (k, w) in f[33..].chunks_exact(16).enumerate() {
+            let mut from = 0;
+            while let Some(p) = memory[from..].windows(16).position(|m| m == w) {
+                let at = from + p;
+                let (start, line) = regions.iter().rev().find(|(o, _)| *o <= at).cloned().unwrap_or_default();
+                // How far the copy reaches: the frame's bytes it matches on either side.
+                let fpos = 33 + 16 * k;
+                let left = (1..=fpos.min(at)).take_while(|d| memory[at - d] == f[fpos - d]).count();
+                let right = (0..)
+                    .take_while(|d| {
+                        fpos + 16 + d < f.len() && at + 16 + d < memory.len() && memory[at + 16 + d] == f[fpos + 16 + d]
+                    })
+                    .count();
+                out.push(format!(
+                    "frame {i} (len {}) bytes {}..{} at +{:#x} of {line}",
+                    f.len(),
+                    fpos - left,
+                    fpos + 16 + right,
+                    at - start
+                ));
+                from = at + 1;
+            }
+        }
+    }
+    out
 }
 
 /// For each frame, how many of its sealed part's 16-byte windows (at every 16th offset: any copy of 31
@@ -172,7 +212,11 @@ fn a_relay_keeps_no_ciphertext_after_delivery() {
     }
     // The relay acted on the receipts as it passed them on; give its loop a moment to go idle.
     std::thread::sleep(Duration::from_secs(2));
-    let after = windows_found(&frames, &dump(relay.pid()).expect("dump the relay"));
+    let (memory, regions) = dump_regions(relay.pid()).expect("dump the relay");
+    let after = windows_found(&frames, &memory);
     eprintln!("16-byte windows of the sealed parts found: before delivery {before:?}, after {after:?}");
+    for place in locate(&frames, &memory, &regions).iter().take(20) {
+        eprintln!("  left: {place}");
+    }
     assert!(after.iter().all(|&n| n == 0), "ciphertext left in the relay's memory after delivery: {after:?}");
 }

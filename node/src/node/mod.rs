@@ -246,16 +246,24 @@ impl State {
                 _ => out.bytes.truncate(start),
             }
             if out.len() >= FLUSH_BATCH {
+                // Before every await: the thread may run something else
+                // next, and the core's stack leftovers stay on this one.
+                ferry_proto::wipe::scrub_stack();
                 link.send(out, scratch).await;
                 out.wipe();
             }
         }
         if !out.is_empty() {
+            ferry_proto::wipe::scrub_stack();
             link.send(out, scratch).await;
             out.wipe();
         }
         self.pull_serial();
         self.drain_events();
+        // What the core left on the stack since the last await (frames
+        // handled, requests, timers, the serial pull) is gone before the
+        // loop waits again (SPEC §8).
+        ferry_proto::wipe::scrub_stack();
     }
 
     fn note(&self, method: &str, params: Value) {
