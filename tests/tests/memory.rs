@@ -4,6 +4,8 @@
 //! receipt has passed (none may be found). Every 16-byte window of each frame's sealed part is searched
 //! for, so a copy in any layout is found. The seen table's keyed entries (ids, commitments) are not sealed
 //! bytes and are exempt (SPEC §8).
+//!
+//! The second test does the same for a person's node and the plaintext it showed.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -219,4 +221,78 @@ fn a_relay_keeps_no_ciphertext_after_delivery() {
         eprintln!("  left: {place}");
     }
     assert!(after.iter().all(|&n| n == 0), "ciphertext left in the relay's memory after delivery: {after:?}");
+}
+
+/// Where each copy of `needle` in `memory` is, and whether it sits inside a line the API handed out (a
+/// `received` notification: the text right after `"text":"`).
+fn text_copies(needle: &[u8], memory: &[u8], regions: &[(usize, String)]) -> (usize, Vec<String>) {
+    const JSON: &[u8] = b"\"text\":\"";
+    let (mut handed_out, mut other) = (0, Vec::new());
+    let mut from = 0;
+    while let Some(p) = memory[from..].windows(needle.len()).position(|m| m == needle) {
+        let at = from + p;
+        if at >= JSON.len() && &memory[at - JSON.len()..at] == JSON {
+            handed_out += 1;
+        } else {
+            let (start, line) = regions.iter().rev().find(|(o, _)| *o <= at).cloned().unwrap_or_default();
+            let before = &memory[at.saturating_sub(24)..at];
+            other.push(format!(
+                "at +{:#x} of {line} (after {:?})",
+                at - start,
+                String::from_utf8_lossy(before).replace('\0', ".")
+            ));
+        }
+        from = at + 1;
+    }
+    (handed_out, other)
+}
+
+/// The person's side (issue 11): once a text is shown, it stays only where the API handed it out (the
+/// `received` notification lines, JSON), not in the endpoint, its buffers, freed memory or the stack.
+#[test]
+fn a_person_keeps_a_shown_text_only_where_the_api_handed_it_out() {
+    let (pa, pb) = (free_udp_addr(5), free_udp_addr(6));
+    let mut b = Node::rpc("B", &["--ephemeral", "--no-mdns", "--listen", &pb.to_string()].map(str::to_owned));
+    if let Err(e) = dump(b.proc.pid()) {
+        let reason = format!("cannot read B's memory through /proc/PID/mem ({e}): needs ptrace rights");
+        assert!(!is_ci(), "{reason}");
+        skip_unless(false, &reason);
+        return;
+    }
+    let mut a = Node::rpc(
+        "A",
+        &["--ephemeral", "--no-mdns", "--listen", &pa.to_string(), "--peer", &pb.to_string()].map(str::to_owned),
+    );
+    let code_b = b.code();
+    // Texts no other process memory holds by chance: a marker and the test's own clock.
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    // The control: a contact name B keeps for as long as it runs, so it must be found.
+    let control = format!("control-name-{nonce:x}");
+    let code_a = a.code();
+    b.call("contacts.add", serde_json::json!({"name": control, "code": code_a})).expect("contacts.add");
+    let texts: Vec<String> =
+        (0..MESSAGES).map(|i| format!("only-for-b {i} {nonce:x} {}", "z".repeat(40 + i))).collect();
+    let ids: Vec<String> = texts.iter().map(|t| a.send(&code_b, t)).collect();
+    for t in &texts {
+        b.wait_received(t, DELIVERY);
+    }
+    for id in &ids {
+        a.wait_delivered(id, DELIVERY);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (memory, regions) = dump_regions(b.proc.pid()).expect("dump B");
+    let mut leftovers = Vec::new();
+    let mut handed = Vec::new();
+    for t in &texts {
+        let (n, other) = text_copies(t.as_bytes(), &memory, &regions);
+        handed.push(n);
+        leftovers.extend(other.into_iter().map(|o| format!("{t:?}: {o}")));
+    }
+    eprintln!("copies of each text in the API's lines: {handed:?}; anywhere else: {}", leftovers.len());
+    for l in leftovers.iter().take(20) {
+        eprintln!("  left: {l}");
+    }
+    let kept = memory.windows(control.len()).filter(|w| *w == control.as_bytes()).count();
+    assert!(kept > 0, "the control (a contact name B keeps) was not found: the search does not see B's memory");
+    assert!(leftovers.is_empty(), "{} copies of shown texts outside the API's lines", leftovers.len());
 }
