@@ -647,3 +647,347 @@ impl fmt::Display for PrettyPrinter<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every frame type against the published bytes of SPEC §9
+    //! (`tests/vectors/ferry-v1.txt`): `test_parse` reads the bytes into the
+    //! repr, `test_emit` writes the repr and compares with the same bytes.
+
+    use super::*;
+
+    /// SPEC §9, "first-contact message, alice -> bob (rng seed 1)": frame.
+    static FIRST_CONTACT: [u8; 240] = [
+        0x22, 0x0a, 0x01, 0x51, 0x80, 0xa2, 0xa6, 0x8f, 0xb6, 0x9c, 0x93, 0xe7, 0x35, 0x2d, 0x53, 0x68, 0xcc, 0xa5,
+        0x1d, 0x0d, 0xd2, 0x85, 0x22, 0x81, 0x61, 0x98, 0x49, 0x27, 0xd2, 0xfd, 0xa5, 0xee, 0x2f, 0x00, 0xb8, 0xb0,
+        0xa0, 0xf2, 0xe2, 0x24, 0xe0, 0x61, 0xf5, 0xcc, 0xb9, 0x76, 0x33, 0x8e, 0xd9, 0x83, 0x76, 0x04, 0xb8, 0x85,
+        0x25, 0x8a, 0xf0, 0x18, 0x26, 0x3d, 0x6d, 0xbb, 0xe5, 0x2b, 0x7c, 0x3d, 0xaf, 0x2e, 0xf9, 0xbc, 0xe2, 0xcf,
+        0xd1, 0x34, 0x39, 0x66, 0x5c, 0x52, 0x58, 0x3d, 0x55, 0xfb, 0xbb, 0x26, 0x30, 0xfb, 0x4d, 0xaa, 0xce, 0x3a,
+        0xc8, 0x49, 0x14, 0xb5, 0x22, 0xdc, 0xf7, 0xed, 0xb4, 0x88, 0x2b, 0x15, 0x5b, 0x7e, 0xe1, 0x68, 0x28, 0x14,
+        0x74, 0xfe, 0x2a, 0xdf, 0x50, 0x7c, 0x6e, 0x91, 0xeb, 0x41, 0x17, 0xa3, 0xc5, 0xf3, 0xca, 0xee, 0x38, 0x00,
+        0x87, 0x5d, 0x0f, 0x16, 0xb6, 0xc4, 0x7f, 0x2b, 0x28, 0x1e, 0xfa, 0xc3, 0x36, 0x1f, 0xb2, 0xa4, 0xce, 0x08,
+        0x47, 0xbf, 0x23, 0xea, 0xcb, 0x94, 0x6d, 0x71, 0x85, 0x0e, 0x4a, 0x35, 0xe4, 0x49, 0x8e, 0xcf, 0x63, 0x49,
+        0xe4, 0xa0, 0x4d, 0x94, 0x3f, 0x7d, 0xe3, 0x01, 0xe9, 0x04, 0x3b, 0x03, 0xb9, 0xd6, 0x2e, 0xd6, 0x4b, 0x5f,
+        0x2b, 0xe2, 0xb3, 0x24, 0x76, 0x12, 0x83, 0x54, 0x35, 0x5a, 0xd3, 0xff, 0x69, 0xda, 0x2d, 0xf5, 0xdf, 0x4d,
+        0x6e, 0x90, 0x6f, 0x2c, 0xb0, 0x0a, 0xa7, 0xc4, 0x76, 0xf1, 0xa0, 0x0a, 0x85, 0x26, 0xa4, 0x84, 0x15, 0x6e,
+        0xc7, 0xa0, 0xe6, 0x72, 0xd7, 0xb8, 0x49, 0x2f, 0x0f, 0x29, 0x0a, 0xb6, 0x83, 0xbf, 0x3b, 0x43, 0x95, 0xf3,
+        0x76, 0x67, 0xd3, 0xb6, 0xff, 0xdd,
+    ];
+    /// Its id.
+    const FIRST_CONTACT_ID: MessageId =
+        MessageId([0xa2, 0xa6, 0x8f, 0xb6, 0x9c, 0x93, 0xe7, 0x35, 0x2d, 0x53, 0x68, 0xcc, 0xa5, 0x1d, 0x0d, 0xd2]);
+    /// Its receipt commitment.
+    const FIRST_CONTACT_COMMIT: [u8; COMMIT_LEN] =
+        [0x85, 0x22, 0x81, 0x61, 0x98, 0x49, 0x27, 0xd2, 0xfd, 0xa5, 0xee, 0x2f];
+    /// Its receipt secret.
+    const RECEIPT_SECRET: [u8; RECEIPT_SECRET_LEN] =
+        [0x12, 0xb4, 0x1a, 0x01, 0x9f, 0xa5, 0xa8, 0x31, 0x92, 0x86, 0x7f, 0xeb];
+
+    /// SPEC §9, "contact message, alice -> bob, tag[0] (rng seed 2)": frame.
+    static CONTACT: [u8; 240] = [
+        0x21, 0x09, 0x00, 0x0e, 0x10, 0xfd, 0x92, 0x85, 0x8d, 0xc1, 0xaf, 0x19, 0x99, 0x5d, 0x9f, 0x63, 0xea, 0x5f,
+        0x06, 0x81, 0x07, 0x41, 0x96, 0xae, 0xa0, 0x21, 0x34, 0x1b, 0xc3, 0x7d, 0x40, 0x8f, 0x96, 0x50, 0x80, 0x8f,
+        0xdf, 0x32, 0xc2, 0x07, 0x4b, 0x00, 0x32, 0x57, 0xaf, 0xed, 0x82, 0x0d, 0xbd, 0xab, 0xd8, 0x56, 0xe4, 0xb3,
+        0x44, 0xe3, 0x52, 0xd9, 0x14, 0x14, 0x4c, 0x62, 0xca, 0xce, 0xe9, 0x25, 0xeb, 0x5d, 0x6b, 0x0e, 0x19, 0x58,
+        0xcb, 0x0c, 0x60, 0x93, 0x22, 0x09, 0x49, 0xed, 0x33, 0x8a, 0x11, 0x58, 0x9e, 0x6a, 0x42, 0xdc, 0xd3, 0xf2,
+        0x95, 0xd5, 0xbd, 0xef, 0x8a, 0x7e, 0x6d, 0x08, 0x52, 0x01, 0xa5, 0x33, 0x8a, 0xd7, 0x88, 0xcf, 0xa7, 0xbc,
+        0x19, 0xb5, 0x45, 0x0a, 0xaf, 0x1f, 0x0a, 0x40, 0xb1, 0xe9, 0xc4, 0x6f, 0x3c, 0xad, 0xa9, 0x69, 0x06, 0x42,
+        0xad, 0x59, 0x03, 0xd5, 0x90, 0x2a, 0x6a, 0xa9, 0x12, 0xf5, 0xbf, 0xa0, 0x36, 0xa0, 0xa9, 0xbd, 0xa6, 0x84,
+        0x5d, 0x38, 0x1f, 0xc9, 0x5d, 0x2f, 0x4e, 0xf5, 0x38, 0x75, 0x79, 0x6b, 0x0e, 0xa3, 0xd5, 0x2d, 0xab, 0xa9,
+        0x94, 0xe9, 0xe6, 0xa8, 0x9f, 0x3d, 0x2c, 0x56, 0x2e, 0x0d, 0xca, 0xb6, 0x32, 0xf2, 0xc9, 0x34, 0x4a, 0x81,
+        0x16, 0x9d, 0xfa, 0xb6, 0x39, 0xf9, 0x72, 0x71, 0x45, 0x80, 0x57, 0x79, 0xea, 0xce, 0xeb, 0xb5, 0x49, 0x36,
+        0x6e, 0xde, 0x50, 0x52, 0xc4, 0x9c, 0xdb, 0x9b, 0xec, 0x06, 0xe4, 0x18, 0x62, 0x56, 0xab, 0xf6, 0x15, 0x34,
+        0xa5, 0xc8, 0xcb, 0x9b, 0x8d, 0x42, 0x07, 0xd5, 0x6d, 0x9c, 0x41, 0x8b, 0x12, 0x9f, 0xee, 0xfb, 0x1a, 0x49,
+        0x24, 0x72, 0x64, 0x7b, 0xb1, 0xaf,
+    ];
+    /// Its id.
+    const CONTACT_ID: MessageId =
+        MessageId([0xfd, 0x92, 0x85, 0x8d, 0xc1, 0xaf, 0x19, 0x99, 0x5d, 0x9f, 0x63, 0xea, 0x5f, 0x06, 0x81, 0x07]);
+    /// tag[0], alice -> bob: the first bytes of its sealed body.
+    const CONTACT_TAG: [u8; TAG_LEN] = [0x50, 0x80, 0x8f, 0xdf, 0x32, 0xc2, 0x07, 0x4b];
+
+    /// SPEC §9, "receipt for the first-contact message".
+    static RECEIPT: [u8; RECEIPT_LEN] = [
+        0x23, 0x0c, 0x01, 0x51, 0x80, 0xa2, 0xa6, 0x8f, 0xb6, 0x9c, 0x93, 0xe7, 0x35, 0x2d, 0x53, 0x68, 0xcc, 0xa5,
+        0x1d, 0x0d, 0xd2, 0x12, 0xb4, 0x1a, 0x01, 0x9f, 0xa5, 0xa8, 0x31, 0x92, 0x86, 0x7f, 0xeb,
+    ];
+
+    /// SPEC §9, "link frames": hello.
+    static HELLO: [u8; HELLO_LEN] = [
+        0x24, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1, 0xb2,
+        0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2,
+    ];
+
+    /// SPEC §9, "link frames": summary, up to its zero padding.
+    const SUMMARY_HEAD: [u8; 8] = [0x25, 0x00, 0x01, 0x01, 0x99, 0x84, 0x25, 0x3e];
+    /// fingerprint(id) under salt(a1.., b2..): the summary's one fingerprint.
+    const FINGERPRINT: [u8; FINGERPRINT_LEN] = [0x99, 0x84, 0x25, 0x3e];
+
+    /// SPEC §9, "link frames": the receipt in three segments of 11 bytes.
+    static SEGMENTS: [[u8; 15]; 3] = [
+        [0x26, 0x05, 0x00, 0x03, 0x23, 0x0c, 0x01, 0x51, 0x80, 0xa2, 0xa6, 0x8f, 0xb6, 0x9c, 0x93],
+        [0x26, 0x05, 0x01, 0x03, 0xe7, 0x35, 0x2d, 0x53, 0x68, 0xcc, 0xa5, 0x1d, 0x0d, 0xd2, 0x12],
+        [0x26, 0x05, 0x02, 0x03, 0xb4, 0x1a, 0x01, 0x9f, 0xa5, 0xa8, 0x31, 0x92, 0x86, 0x7f, 0xeb],
+    ];
+
+    /// The summary vector: its head, then zeros.
+    fn summary() -> [u8; SUMMARY_LEN] {
+        let mut s = [0u8; SUMMARY_LEN];
+        s[..SUMMARY_HEAD.len()].copy_from_slice(&SUMMARY_HEAD);
+        s
+    }
+
+    /// The literals above are the published vectors, byte for byte (a
+    /// regenerated vector file fails here until they are updated too).
+    #[test]
+    fn literals_are_the_published_vectors() {
+        let file = include_str!("../tests/vectors/ferry-v1.txt");
+        // Values longer than a line continue on indented lines: join them.
+        let mut joined = std::string::String::new();
+        for line in file.lines() {
+            if line.starts_with(' ') {
+                joined.push_str(line.trim());
+            } else {
+                joined.push('\n');
+                joined.push_str(line);
+            }
+        }
+        let hex = |b: &[u8]| b.iter().map(|b| std::format!("{b:02x}")).collect::<std::string::String>();
+        let summary = summary();
+        let wanted: [(&str, &[u8]); 11] = [
+            ("frame", &FIRST_CONTACT),
+            ("id", &FIRST_CONTACT_ID.0),
+            ("commit", &FIRST_CONTACT_COMMIT),
+            ("receipt_secret", &RECEIPT_SECRET),
+            ("frame", &CONTACT),
+            ("id", &CONTACT_ID.0),
+            ("tag[0]", &CONTACT_TAG),
+            ("receipt", &RECEIPT),
+            ("hello", &HELLO),
+            ("summary", &summary),
+            ("fingerprint(id)", &FINGERPRINT),
+        ];
+        for (name, bytes) in wanted {
+            let line = std::format!("\n{name:<23}{}\n", hex(bytes));
+            assert!(joined.contains(&line), "{name} is not {}", hex(bytes));
+        }
+        for (i, seg) in SEGMENTS.iter().enumerate() {
+            let line = std::format!("\n{:<23}{}\n", std::format!("receipt segment {i}"), hex(seg));
+            assert!(joined.contains(&line), "receipt segment {i} is not {}", hex(seg));
+        }
+    }
+
+    mod message {
+        use super::*;
+
+        #[test]
+        fn test_parse() {
+            let f = MessageFrame::new_checked(&FIRST_CONTACT[..]).unwrap();
+            assert_eq!(f.kind(), Kind::FirstContact);
+            assert_eq!(f.byte0(), 0x22);
+            assert_eq!(f.class(), SizeClass::Small);
+            assert_eq!(f.hops(), 10);
+            assert_eq!(f.lifetime_secs(), 86_400);
+            assert_eq!(f.id(), FIRST_CONTACT_ID);
+            assert_eq!(f.commit(), FIRST_CONTACT_COMMIT);
+            assert_eq!(f.sealed(), &FIRST_CONTACT[MESSAGE_HEADER_LEN..]);
+            assert_eq!(f.check_id(), Ok(FIRST_CONTACT_ID));
+
+            let f = MessageFrame::new_checked(&CONTACT[..]).unwrap();
+            assert_eq!(f.kind(), Kind::Contact);
+            assert_eq!(f.hops(), 9);
+            assert_eq!(f.lifetime_secs(), 3_600);
+            assert_eq!(f.sealed()[..TAG_LEN], CONTACT_TAG);
+            assert_eq!(f.check_id(), Ok(CONTACT_ID));
+        }
+
+        #[test]
+        fn test_emit() {
+            let mut buf = [0xffu8; 240];
+            let mut f = MessageFrame::new_unchecked(&mut buf[..]);
+            f.emit_header(Kind::FirstContact, 10, 86_400, &FIRST_CONTACT_COMMIT);
+            f.sealed_mut().copy_from_slice(&FIRST_CONTACT[MESSAGE_HEADER_LEN..]);
+            assert_eq!(f.fill_id(), FIRST_CONTACT_ID);
+            assert_eq!(buf, FIRST_CONTACT);
+        }
+
+        #[test]
+        fn test_relay_fields() {
+            // What a relay rewrites (hops, lifetime) is outside the id.
+            let mut buf = FIRST_CONTACT;
+            let mut f = MessageFrame::new_unchecked(&mut buf[..]);
+            f.set_hops(9);
+            f.set_lifetime_secs(3_600);
+            assert_eq!(buf[1..5], [9, 0x00, 0x0e, 0x10]);
+            assert_eq!(buf[5..], FIRST_CONTACT[5..]);
+            assert_eq!(MessageFrame::new_checked(&buf[..]).unwrap().check_id(), Ok(FIRST_CONTACT_ID));
+        }
+
+        #[test]
+        fn test_parse_refuses() {
+            assert_eq!(MessageFrame::new_checked(&[][..]).err(), Some(WireError::Empty));
+            assert_eq!(MessageFrame::new_checked(&FIRST_CONTACT[..239]).err(), Some(WireError::BadLength));
+            assert_eq!(MessageFrame::new_checked(&RECEIPT[..]).err(), Some(WireError::UnknownKind(3)));
+            let mut bad = FIRST_CONTACT;
+            bad[0] = 0x42;
+            assert_eq!(MessageFrame::new_checked(&bad[..]).err(), Some(WireError::BadVersion(2)));
+            let mut bad = FIRST_CONTACT;
+            bad[2..5].copy_from_slice(&[0x09, 0x3a, 0x81]); // 7 days + 1 s
+            assert_eq!(MessageFrame::new_checked(&bad[..]).err(), Some(WireError::BadField));
+            let mut bad = FIRST_CONTACT;
+            bad[239] ^= 1;
+            assert_eq!(MessageFrame::new_checked(&bad[..]).unwrap().check_id(), Err(WireError::BadId));
+        }
+    }
+
+    mod receipt {
+        use super::*;
+
+        const REPR: ReceiptRepr =
+            ReceiptRepr { level: 12, lifetime_secs: 86_400, id: FIRST_CONTACT_ID, secret: RECEIPT_SECRET };
+
+        #[test]
+        fn test_parse() {
+            assert_eq!(ReceiptRepr::parse(&RECEIPT), Ok(REPR));
+            assert!(REPR.matches(&FIRST_CONTACT_COMMIT));
+            assert!(!REPR.matches(&[0; COMMIT_LEN]));
+        }
+
+        #[test]
+        fn test_emit() {
+            let mut buf = [0xffu8; RECEIPT_LEN + 1];
+            assert_eq!(REPR.emit(&mut buf), Ok(RECEIPT_LEN));
+            assert_eq!(buf[..RECEIPT_LEN], RECEIPT);
+            assert_eq!(REPR.emit(&mut buf[..RECEIPT_LEN - 1]), Err(WireError::BadLength));
+        }
+
+        #[test]
+        fn test_parse_refuses() {
+            assert_eq!(ReceiptRepr::parse(&RECEIPT[..32]), Err(WireError::BadLength));
+            assert_eq!(ReceiptRepr::parse(&HELLO), Err(WireError::UnknownKind(4)));
+            let mut bad = RECEIPT;
+            bad[2..5].copy_from_slice(&[0x09, 0x3a, 0x81]);
+            assert_eq!(ReceiptRepr::parse(&bad), Err(WireError::BadField));
+        }
+    }
+
+    mod hello {
+        use super::*;
+
+        const REPR: HelloRepr = HelloRepr { nonce: [0xa1; 16], echo: [0xb2; 16] };
+
+        #[test]
+        fn test_parse() {
+            assert_eq!(HelloRepr::parse(&HELLO), Ok(REPR));
+        }
+
+        #[test]
+        fn test_emit() {
+            let mut buf = [0xffu8; HELLO_LEN];
+            assert_eq!(REPR.emit(&mut buf), Ok(HELLO_LEN));
+            assert_eq!(buf, HELLO);
+            assert_eq!(REPR.emit(&mut buf[..HELLO_LEN - 1]), Err(WireError::BadLength));
+        }
+
+        #[test]
+        fn test_parse_refuses() {
+            assert_eq!(HelloRepr::parse(&HELLO[..32]), Err(WireError::BadLength));
+            assert_eq!(HelloRepr::parse(&RECEIPT), Err(WireError::UnknownKind(3)));
+        }
+    }
+
+    mod summary {
+        use super::*;
+
+        #[test]
+        fn test_parse() {
+            let bytes = summary();
+            let s = SummaryRepr::parse(&bytes).unwrap();
+            assert_eq!(s, SummaryRepr { seq: 0, last: true, fingerprints: &FINGERPRINT });
+            assert_eq!(s.iter().collect::<std::vec::Vec<_>>(), [FINGERPRINT]);
+        }
+
+        #[test]
+        fn test_emit() {
+            let repr = SummaryRepr { seq: 0, last: true, fingerprints: &FINGERPRINT };
+            let mut buf = [0xffu8; SUMMARY_LEN];
+            assert_eq!(repr.emit(&mut buf), Ok(SUMMARY_LEN));
+            assert_eq!(buf, summary());
+            let ragged = SummaryRepr { fingerprints: &FINGERPRINT[..3], ..repr };
+            assert_eq!(ragged.emit(&mut buf), Err(WireError::BadField));
+        }
+
+        #[test]
+        fn test_parse_refuses() {
+            let mut bad = summary();
+            bad[SUMMARY_LEN - 1] = 1;
+            assert_eq!(SummaryRepr::parse(&bad), Err(WireError::BadField), "padding not zero");
+            let mut bad = summary();
+            bad[2] = 2;
+            assert_eq!(SummaryRepr::parse(&bad), Err(WireError::BadField), "unknown flag");
+            let mut bad = summary();
+            bad[3] = SUMMARY_MAX_FINGERPRINTS as u8 + 1;
+            assert_eq!(SummaryRepr::parse(&bad), Err(WireError::BadField), "count");
+            assert_eq!(SummaryRepr::parse(&summary()[..239]), Err(WireError::BadLength));
+        }
+    }
+
+    mod segment {
+        use super::*;
+
+        fn repr(index: u8) -> SegmentRepr<'static> {
+            let i = usize::from(index);
+            SegmentRepr { frag: 5, index, count: 3, data: &RECEIPT[i * 11..(i + 1) * 11] }
+        }
+
+        #[test]
+        fn test_parse() {
+            for (i, seg) in SEGMENTS.iter().enumerate() {
+                assert_eq!(SegmentRepr::parse(seg), Ok(repr(i as u8)));
+            }
+        }
+
+        #[test]
+        fn test_emit() {
+            for (i, seg) in SEGMENTS.iter().enumerate() {
+                let mut buf = [0xffu8; 16];
+                assert_eq!(repr(i as u8).emit(&mut buf), Ok(15));
+                assert_eq!(buf[..15], *seg);
+            }
+            assert_eq!(repr(0).emit(&mut [0u8; 14]), Err(WireError::BadLength));
+        }
+
+        #[test]
+        fn test_parse_refuses() {
+            assert_eq!(SegmentRepr::parse(&SEGMENTS[0][..4]), Err(WireError::BadLength), "no data");
+            let mut bad = SEGMENTS[0];
+            bad[3] = 1;
+            assert_eq!(SegmentRepr::parse(&bad), Err(WireError::BadField), "count below 2");
+            let mut bad = SEGMENTS[0];
+            bad[2] = 3;
+            assert_eq!(SegmentRepr::parse(&bad), Err(WireError::BadField), "index past count");
+        }
+    }
+
+    mod frame {
+        use super::*;
+
+        #[test]
+        fn test_parse() {
+            assert!(matches!(Frame::parse(&FIRST_CONTACT), Ok(Frame::Message(m)) if m.id() == FIRST_CONTACT_ID));
+            assert!(matches!(Frame::parse(&CONTACT), Ok(Frame::Message(m)) if m.id() == CONTACT_ID));
+            assert!(matches!(Frame::parse(&RECEIPT), Ok(Frame::Receipt(r)) if r.id == FIRST_CONTACT_ID));
+            assert!(matches!(Frame::parse(&HELLO), Ok(Frame::Hello(h)) if h.nonce == [0xa1; 16]));
+            assert!(matches!(Frame::parse(&summary()), Ok(Frame::Summary(s)) if s.fingerprints == FINGERPRINT));
+            assert!(matches!(Frame::parse(&SEGMENTS[1]), Ok(Frame::Segment(s)) if s.index == 1));
+        }
+
+        #[test]
+        fn test_parse_refuses() {
+            assert!(matches!(Frame::parse(&[]), Err(WireError::Empty)));
+            assert!(matches!(Frame::parse(&[0x27]), Err(WireError::UnknownKind(7))));
+            assert!(matches!(Frame::parse(&[0x00]), Err(WireError::BadVersion(0))));
+            assert!(matches!(Frame::parse(&[0x23; 33]), Err(WireError::BadField)));
+        }
+    }
+}

@@ -288,6 +288,50 @@ mod tests {
         assert_eq!(LinkFrame::parse(&[1, 15, 9, 9]), Ok(LinkFrame::Reserved { ty: 15 }));
     }
 
+    /// SPEC §9, "link layer": a hello that asks for an answer and grants
+    /// credits, its answer, a grant of 8 and a receipt in a type-0 frame.
+    const SPEC_HELLO_ASKS: [u8; 14] =
+        [0x01, 0x01, 0x01, 0x04, 0xb0, 0x03, 0xa1, 0xa2, 0xa3, 0xa4, 0x00, 0x00, 0x00, 0x00];
+    const SPEC_HELLO_ANSWER: [u8; 14] =
+        [0x01, 0x01, 0x01, 0x00, 0xf0, 0x00, 0xb1, 0xb2, 0xb3, 0xb4, 0xa1, 0xa2, 0xa3, 0xa4];
+    const SPEC_CREDIT: [u8; 4] = [0x01, 0x02, 0x00, 0x08];
+    const SPEC_FRAME: [u8; 35] = [
+        0x01, 0x00, 0x23, 0x0c, 0x01, 0x51, 0x80, 0xa2, 0xa6, 0x8f, 0xb6, 0x9c, 0x93, 0xe7, 0x35, 0x2d, 0x53, 0x68,
+        0xcc, 0xa5, 0x1d, 0x0d, 0xd2, 0x12, 0xb4, 0x1a, 0x01, 0x9f, 0xa5, 0xa8, 0x31, 0x92, 0x86, 0x7f, 0xeb,
+    ];
+    const SPEC_HELLO_ASKS_REPR: LinkHello = LinkHello {
+        version: 1,
+        mtu: 1200,
+        flags: FLAG_CREDITS | FLAG_ASK,
+        session: [0xa1, 0xa2, 0xa3, 0xa4],
+        echo: [0; 4],
+    };
+    const SPEC_HELLO_ANSWER_REPR: LinkHello =
+        LinkHello { version: 1, mtu: 240, flags: 0, session: [0xb1, 0xb2, 0xb3, 0xb4], echo: [0xa1, 0xa2, 0xa3, 0xa4] };
+
+    #[test]
+    fn test_parse_spec_vectors() {
+        assert_eq!(LinkFrame::parse(&SPEC_HELLO_ASKS), Ok(LinkFrame::Hello(SPEC_HELLO_ASKS_REPR)));
+        assert_eq!(LinkFrame::parse(&SPEC_HELLO_ANSWER), Ok(LinkFrame::Hello(SPEC_HELLO_ANSWER_REPR)));
+        assert_eq!(LinkFrame::parse(&SPEC_CREDIT), Ok(LinkFrame::Credit(8)));
+        assert_eq!(LinkFrame::parse(&SPEC_FRAME), Ok(LinkFrame::Frame(&SPEC_FRAME[HEADER_LEN..])));
+        assert!(SPEC_HELLO_ASKS_REPR.asks() && SPEC_HELLO_ASKS_REPR.wants_credits());
+        assert!(!SPEC_HELLO_ANSWER_REPR.asks() && !SPEC_HELLO_ANSWER_REPR.wants_credits());
+    }
+
+    #[test]
+    fn test_emit_spec_vectors() {
+        let mut buf = [0u8; 40];
+        assert_eq!(LinkFrame::Hello(SPEC_HELLO_ASKS_REPR).emit(&mut buf), Ok(14));
+        assert_eq!(buf[..14], SPEC_HELLO_ASKS);
+        assert_eq!(LinkFrame::Hello(SPEC_HELLO_ANSWER_REPR).emit(&mut buf), Ok(14));
+        assert_eq!(buf[..14], SPEC_HELLO_ANSWER);
+        assert_eq!(LinkFrame::Credit(8).emit(&mut buf), Ok(4));
+        assert_eq!(buf[..4], SPEC_CREDIT);
+        assert_eq!(LinkFrame::Frame(&SPEC_FRAME[HEADER_LEN..]).emit(&mut buf), Ok(35));
+        assert_eq!(buf[..35], SPEC_FRAME);
+    }
+
     #[test]
     fn test_parse_refuses() {
         assert_eq!(LinkFrame::parse(&[]), Err(LinkError::Truncated));

@@ -1,0 +1,511 @@
+//! The end user's node: a [`Router`] plus an identity, contacts and the
+//! sealed envelope (SPEC §4, §5, §7).
+//!
+//! An endpoint relays exactly like a relay (every frame goes through the
+//! same router); on top, it tries to open each new message frame, delivers
+//! what opens, sends a receipt for it after a short random delay, seals and
+//! submits the user's texts, and tracks each one's delivery state.
+//!
+//! Who is shown and receipted (blocked codes, the strangers' rate) is the
+//! endpoint's [`policy`], the same for every driver.
+//!
+//! Call order is the router's: after every input, drain
+//! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`], then arm a timer
+//! for [`Endpoint::poll_timeout`].
+//!
+//! The `impl` of [`Endpoint`] is spread over submodules, one per concern:
+//!
+//! * `contacts`: contacts and their one-time tags ([`ContactState`],
+//!   [`Endpoint::add_contact`], [`Endpoint::restore_contact`],
+//!   [`Endpoint::remove_contact`]).
+//! * `outbox`: sealing and submitting texts ([`Endpoint::send`]) and their
+//!   delivery states.
+//! * `inbox`: opening, reassembling long texts, showing, the replay table,
+//!   receipts ([`Endpoint::acknowledge`]) and the first-contact trial rate.
+//! * [`policy`]: who is shown and receipted.
+//!
+//! This file holds the public types, the [`Endpoint`] struct, its
+//! constructor and settings, the [`Carrier`] trait and the [`Node`] face.
+
+mod contacts;
+mod inbox;
+mod outbox;
+pub mod policy;
+
+use heapless::index_map::FnvIndexMap;
+use heapless::{Deque, String, Vec};
+
+use self::contacts::Contact;
+pub use self::contacts::ContactState;
+use self::inbox::{Partial, ReplayEntry};
+use self::outbox::Outgoing;
+use self::policy::{BlockedFull, Policy};
+use crate::envelope::{Identity, PeerKey};
+pub use crate::node::{DeliveryState, Event};
+use crate::node::{Node, Rng};
+use crate::router::{
+    self, FrameError, LinkCaps, LinkId, LinkInfo, Outcome, Router, Stats, Stranger, SubmitError, Transmit,
+    ValidatedHello,
+};
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    DEFAULT_LIFETIME_SECS, Kind, MAX_FRAME_LEN, MAX_LIFETIME_SECS, MessageFrame, MessageId, RECEIPT_SECRET_LEN, TAG_LEN,
+};
+
+/// The longest text a user can send, in UTF-8 bytes.
+pub const MAX_TEXT: usize = 4096;
+/// The most sealed frames one text is split into.
+pub const MAX_PARTS: usize = 4;
+/// One-time tags the recipient keeps per contact.
+pub const TAG_WINDOW: u32 = 16;
+/// First-contact trial decryptions per second per link (one X25519 each).
+pub const FIRST_CONTACT_RATE: u32 = 200;
+/// Receipts go out after a random delay in this range (milliseconds).
+pub const RECEIPT_DELAY_MS: (u64, u64) = (50, 500);
+/// Receipts leave on a grid of this many milliseconds (the random delay is
+/// rounded up to it): under load they go out together, in one batch, and
+/// their timing tells an observer even less.
+pub const RECEIPT_GRID_MS: u64 = 25;
+const PENDING_TRIALS: usize = 512;
+/// Receipts waiting for their random delay. When full, the oldest goes out
+/// at once (less delay under load, never a lost receipt).
+const PENDING_RECEIPTS: usize = 1024;
+const PARTIALS: usize = 4;
+const EVENTS: usize = 16;
+const TRIAL_LINKS: usize = 16;
+
+/// A text this endpoint received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// Id of the (first) frame it came in.
+    pub id: MessageId,
+    /// The authenticated sender.
+    pub from: PeerKey,
+    /// Whether the sender is in the contact list.
+    pub contact: bool,
+    /// The sender's own clock at sending (Unix seconds, unverified).
+    pub sent_at: u64,
+    /// The text.
+    pub text: String<MAX_TEXT>,
+    /// What [`Endpoint::acknowledge`] needs to send this text's receipts,
+    /// when automatic receipts are off.
+    pub ack: Ack,
+}
+
+/// The receipts owed for one received text (one per part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    parts: [Option<(MessageId, [u8; RECEIPT_SECRET_LEN])>; MAX_PARTS],
+}
+
+/// Why a text could not be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The text is longer than [`MAX_TEXT`] bytes.
+    TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// The text is empty.
+    Empty,
+    /// The recipient key is unusable (low order).
+    BadKey,
+    /// Too many messages are waiting for delivery.
+    OutboxFull,
+    /// The contact table is full of named contacts.
+    ContactsFull,
+    /// The store refused it (own-message quota used up).
+    StoreFull,
+}
+
+impl core::fmt::Display for SendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SendError::TooLong { max } => write!(f, "text is too long: at most {max} bytes"),
+            SendError::Empty => f.write_str("text is empty"),
+            SendError::BadKey => f.write_str("recipient key is not usable"),
+            SendError::OutboxFull => f.write_str("too many messages waiting for delivery; try again later"),
+            SendError::ContactsFull => f.write_str("contact list is full"),
+            SendError::StoreFull => f.write_str("message store is full; try again later"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SendError {}
+
+/// What the endpoint needs from its router beyond the [`Node`] face, so that
+/// it can wrap any size of [`Router`] (or a boxed one).
+pub trait Carrier: Node {
+    /// See [`Router::route_frame`].
+    fn route_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError>;
+    /// See [`Router::submit`].
+    fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError>;
+    /// See [`Router::emit_receipt`].
+    fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool;
+    /// See [`Router::message_bytes`].
+    fn message_bytes(&self, id: &MessageId) -> Option<&[u8]>;
+    /// See [`Router::seed`].
+    fn seed(&mut self, rng: Rng<'_>);
+    /// See [`Router::withdraw`].
+    fn withdraw(&mut self, id: &MessageId) -> bool;
+}
+
+impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> Carrier
+    for Router<S, L, D, LINKS, Q, R>
+{
+    fn route_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError> {
+        Router::route_frame(self, now, link, bytes)
+    }
+    fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError> {
+        Router::submit(self, now, frame)
+    }
+    fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
+        Router::emit_receipt(self, now, id, secret)
+    }
+    fn message_bytes(&self, id: &MessageId) -> Option<&[u8]> {
+        Router::message_bytes(self, id)
+    }
+    fn seed(&mut self, rng: Rng<'_>) {
+        Router::seed(self, rng)
+    }
+    fn withdraw(&mut self, id: &MessageId) -> bool {
+        Router::withdraw(self, id)
+    }
+}
+
+#[cfg(feature = "std")]
+impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
+    fn route_frame<'a>(&'a mut self, now: Instant, link: LinkId, bytes: &'a [u8]) -> Result<Outcome<'a>, FrameError> {
+        (**self).route_frame(now, link, bytes)
+    }
+    fn submit(&mut self, now: Instant, frame: &[u8]) -> Result<MessageId, SubmitError> {
+        (**self).submit(now, frame)
+    }
+    fn emit_receipt(&mut self, now: Instant, id: MessageId, secret: [u8; RECEIPT_SECRET_LEN]) -> bool {
+        (**self).emit_receipt(now, id, secret)
+    }
+    fn message_bytes(&self, id: &MessageId) -> Option<&[u8]> {
+        (**self).message_bytes(id)
+    }
+    fn seed(&mut self, rng: Rng<'_>) {
+        (**self).seed(rng)
+    }
+    fn withdraw(&mut self, id: &MessageId) -> bool {
+        (**self).withdraw(id)
+    }
+}
+
+/// The endpoint. `C` contacts; `TAGS` tag-map entries (a power of two, at
+/// least `C × TAG_WINDOW`); `OUT` messages awaiting delivery; `REPLAY`
+/// receipt secrets remembered for replay protection (a power of two).
+pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> {
+    /// The router inside: driven only through the endpoint; read it with
+    /// [`Endpoint::router`] (statistics, links).
+    router: Rt,
+    identity: Identity,
+    contacts: Vec<Contact, C>,
+    tags: FnvIndexMap<[u8; TAG_LEN], (u16, u32), TAGS>,
+    outbox: Vec<Outgoing, OUT>,
+    /// Receipt secrets of shown texts → when they may be forgotten, and
+    /// more.
+    replay: FnvIndexMap<[u8; RECEIPT_SECRET_LEN], ReplayEntry, REPLAY>,
+    auto_receipts: bool,
+    /// Messages whose `sent_at` is at or below this are refused as possible
+    /// replays (raised when the replay table overflows), for strangers
+    /// (`[0]`) and contacts (`[1]`) apart: a flood of first-contact
+    /// messages can raise only the strangers' floor.
+    replay_floor: [u64; 2],
+    trials: Deque<(LinkId, MessageId), PENDING_TRIALS>,
+    receipts: Vec<(Instant, MessageId, [u8; RECEIPT_SECRET_LEN]), PENDING_RECEIPTS>,
+    trial_rate: u32,
+    trial_buckets: Vec<(LinkId, u32, Instant), TRIAL_LINKS>,
+    partials: Vec<Partial, PARTIALS>,
+    events: Deque<Event, EVENTS>,
+    lifetime_secs: u32,
+    scratch: [u8; MAX_FRAME_LEN],
+    policy: Policy,
+    stats: EndpointStats,
+}
+
+/// What the endpoint did not show, and why: counters only, never silent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Texts shown (and receipted, with automatic receipts).
+    pub shown: u64,
+    /// Texts from blocked codes, dropped unseen and unreceipted.
+    pub blocked: u64,
+    /// Texts from strangers over their rate, dropped unseen and unreceipted
+    /// (their senders see them expire; a later copy is not shown either).
+    pub over_rate: u64,
+    /// Events lost because the queue was full (the user is not draining
+    /// [`Endpoint::poll_event`]): a text not shown this way is sent again by
+    /// its sender; a lost status is not repeated.
+    pub events_dropped: u64,
+}
+
+impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> core::fmt::Debug
+    for Endpoint<Rt, C, TAGS, OUT, REPLAY>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("contacts", &self.contacts.len())
+            .field("outbox", &self.outbox.len())
+            .field("replay", &self.replay.len())
+            .finish()
+    }
+}
+
+impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize>
+    Endpoint<Rt, C, TAGS, OUT, REPLAY>
+{
+    /// An endpoint for `identity` around `router`.
+    pub fn new(identity: Identity, router: Rt) -> Self {
+        Endpoint {
+            router,
+            identity,
+            contacts: Vec::new(),
+            tags: FnvIndexMap::new(),
+            outbox: Vec::new(),
+            replay: FnvIndexMap::new(),
+            auto_receipts: true,
+            replay_floor: [0; 2],
+            trials: Deque::new(),
+            receipts: Vec::new(),
+            trial_rate: FIRST_CONTACT_RATE,
+            trial_buckets: Vec::new(),
+            partials: Vec::new(),
+            events: Deque::new(),
+            lifetime_secs: DEFAULT_LIFETIME_SECS,
+            scratch: [0; MAX_FRAME_LEN],
+            policy: Policy::new(),
+            stats: EndpointStats { shown: 0, blocked: 0, over_rate: 0, events_dropped: 0 },
+        }
+    }
+
+    /// What was not shown, and why (the router's counters are
+    /// [`Node::stats`]).
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Queue an event; one that does not fit is counted.
+    fn push_event(&mut self, ev: Event) {
+        if self.events.push_back(ev).is_err() {
+            self.stats.events_dropped = self.stats.events_dropped.saturating_add(1);
+        }
+    }
+
+    /// The router inside, to read (its statistics, links and store); it is
+    /// driven only through the endpoint.
+    pub fn router(&self) -> &Rt {
+        &self.router
+    }
+
+    /// Block `key`: its texts are dropped unseen and never receipted, so it
+    /// cannot even learn whether this node is reachable (SPEC §8).
+    pub fn block(&mut self, key: &PeerKey) -> Result<(), BlockedFull> {
+        self.policy.block(key)
+    }
+
+    /// Unblock `key`.
+    pub fn unblock(&mut self, key: &PeerKey) -> bool {
+        self.policy.unblock(key)
+    }
+
+    /// Unblock everyone (before installing a list again).
+    pub fn clear_blocked(&mut self) {
+        self.policy.clear_blocked();
+    }
+
+    /// Texts a minute shown from one stranger and from all strangers
+    /// (defaults [`policy::STRANGER_PER_MINUTE`], [`policy::STRANGERS_PER_MINUTE`]).
+    pub fn set_stranger_rate(&mut self, per_sender: u32, all: u32) {
+        self.policy.set_stranger_rate(per_sender, all);
+    }
+
+    /// This endpoint's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Set the first-contact trial decryptions allowed per second per link
+    /// (default [`FIRST_CONTACT_RATE`], sized for a radio neighbour; a LAN
+    /// host can afford more: each costs one X25519).
+    pub fn set_first_contact_rate(&mut self, per_sec: u32) {
+        self.trial_rate = per_sec.max(1);
+    }
+
+    /// Set the lifetime new messages get (capped at 7 days).
+    pub fn set_lifetime_secs(&mut self, secs: u32) {
+        self.lifetime_secs = secs.clamp(1, MAX_LIFETIME_SECS);
+    }
+}
+
+/// The endpoint shows the same face as a relay: see [`Node`].
+impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> Node
+    for Endpoint<Rt, C, TAGS, OUT, REPLAY>
+{
+    fn handle_link_up(&mut self, now: Instant, rng: Rng<'_>, link: LinkId, caps: LinkCaps) -> bool {
+        self.router.handle_link_up(now, rng, link, caps)
+    }
+
+    fn handle_stranger(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], bytes: &[u8], out: &mut [u8]) -> Stranger {
+        self.router.handle_stranger(now, rng, addr, bytes, out)
+    }
+
+    fn accept_stranger(
+        &mut self,
+        now: Instant,
+        rng: Rng<'_>,
+        link: LinkId,
+        caps: LinkCaps,
+        hello: ValidatedHello,
+    ) -> bool {
+        self.router.accept_stranger(now, rng, link, caps, hello)
+    }
+
+    fn handle_link_down(&mut self, now: Instant, link: LinkId) {
+        self.router.handle_link_down(now, link);
+        self.trial_buckets.retain(|(l, _, _)| *l != link);
+    }
+
+    fn handle_timeout(&mut self, now: Instant, rng: Rng<'_>) {
+        let mut i = 0;
+        while let Some(&(at, id, secret)) = self.receipts.get(i) {
+            if at <= now {
+                self.receipts.swap_remove(i);
+                let _ = self.router.emit_receipt(now, id, secret);
+            } else {
+                i = i.saturating_add(1);
+            }
+        }
+        self.router.handle_timeout(now, &mut *rng);
+        self.drain_router_events();
+        let mut budget = self.trials.len();
+        while budget > 0 && !self.events.is_full() {
+            budget = budget.saturating_sub(1);
+            let Some((link, id)) = self.trials.pop_front() else { break };
+            if !self.take_trial_token(now, link) {
+                let _ = self.trials.push_back((link, id));
+                continue;
+            }
+            let Some(bytes) = self.router.message_bytes(&id) else { continue };
+            let Some(dst) = self.scratch.get_mut(..bytes.len()) else { continue };
+            dst.copy_from_slice(bytes);
+            let len = bytes.len();
+            let mut frame_buf = [0u8; MAX_FRAME_LEN];
+            if let (Some(d), Some(s)) = (frame_buf.get_mut(..len), self.scratch.get(..len)) {
+                d.copy_from_slice(s);
+            }
+            self.try_open(now, rng, id, frame_buf.get(..len).unwrap_or(&[]));
+        }
+        // Long texts whose parts never all came: give up after the maximum
+        // lifetime.
+        let max = Duration::from_secs(u64::from(MAX_LIFETIME_SECS));
+        self.partials.retain(|p| now.saturating_since(p.started) < max);
+        // Replay entries past their time.
+        let mut old: Vec<[u8; RECEIPT_SECRET_LEN], 32> = Vec::new();
+        for (k, e) in self.replay.iter() {
+            if e.until <= now && old.push(*k).is_err() {
+                break;
+            }
+        }
+        for k in &old {
+            self.replay.swap_remove(k);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let router = self.router.poll_timeout();
+        let receipt = self.receipts.iter().map(|r| r.0).min();
+        let r = match (router, receipt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if self.trials.is_empty() {
+            r
+        } else {
+            // Trials wait for tokens: look again in a few milliseconds.
+            let interval = Duration::from_millis(1000u64.checked_div(u64::from(self.trial_rate)).unwrap_or(1).max(1));
+            let soon = self.trial_buckets.iter().map(|(_, _, t)| t.saturating_add(interval)).min();
+            match (r, soon) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.router.poll_transmit(now, buf);
+        self.drain_router_events();
+        t
+    }
+
+    fn poll_transmit_link(&mut self, now: Instant, link: LinkId, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.router.poll_transmit_link(now, link, buf);
+        self.drain_router_events();
+        t
+    }
+
+    fn set_pull(&mut self, link: LinkId, pull: bool) {
+        self.router.set_pull(link, pull);
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.drain_router_events();
+        self.events.pop_front()
+    }
+
+    fn handle_frame(&mut self, now: Instant, rng: Rng<'_>, link: LinkId, bytes: &[u8]) -> Result<(), FrameError> {
+        let mut frame_buf = [0u8; MAX_FRAME_LEN];
+        let (id, len) = match self.router.route_frame(now, link, bytes)? {
+            Outcome::NewMessage { id, frame, .. } => {
+                let len = frame.len();
+                frame_buf.get_mut(..len).ok_or(FrameError::Exhausted)?.copy_from_slice(frame);
+                (id, len)
+            }
+            _ => {
+                self.drain_router_events();
+                return Ok(());
+            }
+        };
+        self.drain_router_events();
+        let frame = frame_buf.get(..len).unwrap_or(&[]);
+        let kind = MessageFrame::new_unchecked(frame).kind();
+        // No room to report a text (the driver has not drained events), or
+        // over this link's DH budget: try later, if the store keeps it.
+        let defer = self.events.is_full() || (kind == Kind::FirstContact && !self.take_trial_token(now, link));
+        if defer {
+            // Over this link's DH budget: try later if the store keeps it.
+            if self.trials.is_full() {
+                let _ = self.trials.pop_front();
+            }
+            let _ = self.trials.push_back((link, id));
+            return Ok(());
+        }
+        self.try_open(now, rng, id, frame);
+        Ok(())
+    }
+
+    fn set_config(&mut self, config: router::Config) {
+        self.router.set_config(config);
+    }
+
+    fn link(&self, link: LinkId) -> Option<LinkInfo> {
+        self.router.link(link)
+    }
+
+    fn stats(&self) -> Stats {
+        self.router.stats()
+    }
+
+    fn held(&self) -> usize {
+        self.router.held()
+    }
+
+    fn config(&self) -> &router::Config {
+        self.router.config()
+    }
+}
