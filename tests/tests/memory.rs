@@ -66,9 +66,11 @@ fn dump(pid: u32) -> std::io::Result<Vec<u8>> {
     dump_regions(pid).map(|(bytes, _)| bytes)
 }
 
-/// The writable mappings of `pid`, and where each starts in the dump: (offset in the dump, the
-/// mapping's line in /proc/PID/maps).
-fn dump_regions(pid: u32) -> std::io::Result<(Vec<u8>, Vec<(usize, String)>)> {
+/// Where each mapping starts in a dump: (offset in the dump, the mapping's line in /proc/PID/maps).
+type Regions = Vec<(usize, String)>;
+
+/// The writable mappings of `pid`, and where each starts in the dump.
+fn dump_regions(pid: u32) -> std::io::Result<(Vec<u8>, Regions)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
     let mut mem = File::open(format!("/proc/{pid}/mem"))?;
     let mut out = Vec::new();
@@ -223,26 +225,30 @@ fn a_relay_keeps_no_ciphertext_after_delivery() {
     assert!(after.iter().all(|&n| n == 0), "ciphertext left in the relay's memory after delivery: {after:?}");
 }
 
-/// Where each copy of `needle` in `memory` is, and whether it sits inside a line the API handed out (a
-/// `received` notification: the text right after `"text":"`).
-fn text_copies(needle: &[u8], memory: &[u8], regions: &[(usize, String)]) -> (usize, Vec<String>) {
+/// Where copies of `text` are in `memory`, by 32-byte windows (so that a long text's parts, kept apart
+/// while it is put together, are found too), and how many sit inside a line the API handed out: a
+/// `received` notification, where the text follows `"text":"` whole.
+fn text_copies(text: &[u8], memory: &[u8], regions: &[(usize, String)]) -> (usize, Vec<String>) {
     const JSON: &[u8] = b"\"text\":\"";
     let (mut handed_out, mut other) = (0, Vec::new());
-    let mut from = 0;
-    while let Some(p) = memory[from..].windows(needle.len()).position(|m| m == needle) {
-        let at = from + p;
-        if at >= JSON.len() && &memory[at - JSON.len()..at] == JSON {
-            handed_out += 1;
-        } else {
-            let (start, line) = regions.iter().rev().find(|(o, _)| *o <= at).cloned().unwrap_or_default();
-            let before = &memory[at.saturating_sub(24)..at];
-            other.push(format!(
-                "at +{:#x} of {line} (after {:?})",
-                at - start,
-                String::from_utf8_lossy(before).replace('\0', ".")
-            ));
+    for k in (0..text.len().saturating_sub(31)).step_by(32) {
+        let w = &text[k..k + 32];
+        let mut from = 0;
+        while let Some(p) = memory[from..].windows(32).position(|m| m == w) {
+            let at = from + p;
+            if at >= k + JSON.len() && &memory[at - k - JSON.len()..at - k] == JSON {
+                handed_out += 1;
+            } else {
+                let (start, map) = regions.iter().rev().find(|(o, _)| *o <= at).cloned().unwrap_or_default();
+                let before = &memory[at.saturating_sub(24)..at];
+                other.push(format!(
+                    "bytes {k}.. at +{:#x} of {map} (after {:?})",
+                    at - start,
+                    String::from_utf8_lossy(before).replace('\0', ".")
+                ));
+            }
+            from = at + 1;
         }
-        from = at + 1;
     }
     (handed_out, other)
 }
@@ -270,8 +276,11 @@ fn a_person_keeps_a_shown_text_only_where_the_api_handed_it_out() {
     let control = format!("control-name-{nonce:x}");
     let code_a = a.code();
     b.call("contacts.add", serde_json::json!({"name": control, "code": code_a})).expect("contacts.add");
-    let texts: Vec<String> =
-        (0..MESSAGES).map(|i| format!("only-for-b {i} {nonce:x} {}", "z".repeat(40 + i))).collect();
+    // Every 32-byte window of every text is unique (a counter and the clock in every 20 bytes or so).
+    let text = |i: usize, segments: usize| (0..segments).map(|j| format!("t{i}s{j:02}-{nonce:x}:")).collect::<String>();
+    let mut texts: Vec<String> = (0..MESSAGES).map(|i| text(i, 3 + i)).collect();
+    // And a long one, sent in parts that B keeps apart until the last one comes.
+    texts.push(text(MESSAGES, 80));
     let ids: Vec<String> = texts.iter().map(|t| a.send(&code_b, t)).collect();
     for t in &texts {
         b.wait_received(t, DELIVERY);
@@ -286,7 +295,7 @@ fn a_person_keeps_a_shown_text_only_where_the_api_handed_it_out() {
     for t in &texts {
         let (n, other) = text_copies(t.as_bytes(), &memory, &regions);
         handed.push(n);
-        leftovers.extend(other.into_iter().map(|o| format!("{t:?}: {o}")));
+        leftovers.extend(other.into_iter().map(|o| format!("text {:?}: {o}", &t[..6])));
     }
     eprintln!("copies of each text in the API's lines: {handed:?}; anywhere else: {}", leftovers.len());
     for l in leftovers.iter().take(20) {
