@@ -12,16 +12,23 @@
 //! link.
 
 /// Bytes of stack [`scrub_stack`] overwrites: deeper than any path through
-/// the core goes (the daemon's deepest is about 40 KiB).
+/// a relay goes (a relay daemon's deepest is about 40 KiB).
 pub const SCRUB_BYTES: usize = 64 * 1024;
 
 /// Overwrite [`SCRUB_BYTES`] of stack below the caller's frame with zeros.
 /// Never inlined: its frame must lie below the caller's. The caller needs
-/// that much stack to spare (the daemon's threads have megabytes; a dongle
-/// has no use for it: its RAM is wiped by its own design, see SPEC §8).
+/// that much stack to spare.
 #[inline(never)]
 pub fn scrub_stack() {
-    let zeros = [0u8; SCRUB_BYTES];
+    scrub_stack_bytes::<SCRUB_BYTES>();
+}
+
+/// Overwrite `N` bytes of stack below the caller's frame with zeros: for an
+/// endpoint, whose paths (a text of up to 4 KiB moved through several
+/// frames, more in a debug build) go deeper than a relay's.
+#[inline(never)]
+pub fn scrub_stack_bytes<const N: usize>() {
+    let zeros = [0u8; N];
     // An opaque use: the compiler must write the zeros.
     core::hint::black_box(&zeros);
 }

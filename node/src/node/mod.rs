@@ -248,13 +248,13 @@ impl State {
             if out.len() >= FLUSH_BATCH {
                 // Before every await: the thread may run something else
                 // next, and the core's stack leftovers stay on this one.
-                ferry_proto::wipe::scrub_stack();
+                self.scrub();
                 link.send(out, scratch).await;
                 out.wipe();
             }
         }
         if !out.is_empty() {
-            ferry_proto::wipe::scrub_stack();
+            self.scrub();
             link.send(out, scratch).await;
             out.wipe();
         }
@@ -263,7 +263,16 @@ impl State {
         // What the core left on the stack since the last await (frames
         // handled, requests, timers, the serial pull) is gone before the
         // loop waits again (SPEC §8).
-        ferry_proto::wipe::scrub_stack();
+        self.scrub();
+    }
+
+    /// Overwrite the stack below the loop: deeper for an endpoint, whose
+    /// paths carry texts of up to 4 KiB.
+    fn scrub(&self) {
+        match self.core {
+            Core::Relay(_) => ferry_proto::wipe::scrub_stack(),
+            Core::Endpoint(_) => ferry_proto::wipe::scrub_stack_bytes::<{ 256 * 1024 }>(),
+        }
     }
 
     fn note(&self, method: &str, params: Value) {
@@ -271,12 +280,11 @@ impl State {
         let _ = self.notes.send(Arc::from(line));
     }
 
+    /// Handle the core's events one at a time: a shown text goes from the
+    /// core straight into its notification, with no copy in a collection
+    /// that would be freed unwiped.
     fn drain_events(&mut self) {
-        let mut events = Vec::new();
         while let Some(ev) = self.core.node().poll_event() {
-            events.push(ev);
-        }
-        for ev in events {
             match ev {
                 Event::Received(r) => self.on_received(r),
                 Event::Status { id, state } => {
@@ -312,23 +320,50 @@ impl State {
     }
 
     /// A text the endpoint showed (its policy already left out blocked codes
-    /// and strangers over their rate, and sent the receipt).
+    /// and strangers over their rate, and sent the receipt). Its one copy
+    /// outside the core is the notification line the API hands out: it is
+    /// written straight into a buffer sized for it (never reallocated, so
+    /// never left behind in freed memory), copied into the line, and wiped
+    /// (README, Privacy).
     fn on_received(&mut self, r: ferry_proto::endpoint::Received) {
+        #[derive(serde::Serialize)]
+        struct Params<'a> {
+            id: String,
+            from: &'a str,
+            code: &'a str,
+            contact: bool,
+            text: &'a str,
+            sent_at: u64,
+        }
+        #[derive(serde::Serialize)]
+        struct Note<'a> {
+            jsonrpc: &'static str,
+            method: &'static str,
+            params: Params<'a>,
+        }
         let book = self.book.as_ref();
         let code = r.from.code().to_string();
         let name = book.and_then(|b| b.by_key(&r.from)).filter(|e| !e.name.is_empty()).map(|e| e.name.clone());
-        let contact = name.is_some();
-        self.note(
-            "received",
-            json!({
-                "id": r.id.to_string(),
-                "from": name.unwrap_or_else(|| code.clone()),
-                "code": code,
-                "contact": contact,
-                "text": r.text.as_str(),
-                "sent_at": r.sent_at,
-            }),
-        );
+        let note = Note {
+            jsonrpc: "2.0",
+            method: "received",
+            params: Params {
+                id: r.id.to_string(),
+                from: name.as_deref().unwrap_or(&code),
+                code: &code,
+                contact: name.is_some(),
+                text: r.text.as_str(),
+                sent_at: r.sent_at,
+            },
+        };
+        // JSON escapes a byte to at most 6 ("\u00XX").
+        let room = 512 + 6 * (r.text.len() + name.as_ref().map_or(0, String::len));
+        let mut line = zeroize::Zeroizing::new(Vec::with_capacity(room));
+        if serde_json::to_writer(&mut *line, &note).is_ok()
+            && let Ok(text) = std::str::from_utf8(&line)
+        {
+            let _ = self.notes.send(Arc::from(text));
+        }
     }
 
     fn handle_request(&mut self, command: Command) -> Result<Value, RpcError> {

@@ -5,6 +5,7 @@
 //! acknowledges).
 
 use heapless::String;
+use zeroize::Zeroize;
 use heapless::binary_heap::{BinaryHeap, Max};
 
 use super::policy::Verdict;
@@ -117,12 +118,15 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         if let Some((ci, n)) = contact {
             self.consume_tag(ci, n);
         }
-        // Parse what came (borrowing the scratch buffer).
-        let mut pt = [0u8; MAX_FRAME_LEN];
-        let src = self.scratch.get(opened.plaintext.clone()).unwrap_or(&[]);
-        let plaintext = pt.get_mut(..src.len()).unwrap_or(&mut []);
-        plaintext.copy_from_slice(src);
-        let plaintext = &*plaintext;
+        // Parse what came from a copy (the scratch buffer is wiped at once;
+        // the copy is wiped on every return).
+        let mut pt = zeroize::Zeroizing::new([0u8; MAX_FRAME_LEN]);
+        let len = opened.plaintext.len();
+        if let (Some(dst), Some(src)) = (pt.get_mut(..len), self.scratch.get_mut(opened.plaintext.clone())) {
+            dst.copy_from_slice(src);
+            src.zeroize();
+        }
+        let plaintext = pt.get(..len).unwrap_or(&[]);
         let Ok(payload) = envelope::parse_payload(plaintext) else { return };
         let sent_at = payload.sent_at;
         // Replay protection: never deliver the same message twice. An exact
@@ -304,15 +308,26 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         if count < 2 || usize::from(count) > MAX_PARTS || index >= count {
             return None;
         }
-        let pos = match self.partials.iter().position(|p| p.from == from && p.group == group) {
+        let pos = match self.partials.iter().position(|p| p.as_ref().is_some_and(|p| p.from == from && p.group == group))
+        {
             Some(p) => p,
             None => {
-                if self.partials.is_full() {
-                    // The oldest half-built text goes; its parts were never
-                    // receipted, so their senders will see them expire.
-                    let oldest = self.partials.iter().enumerate().min_by_key(|(_, p)| p.started).map(|(i, _)| i)?;
-                    self.partials.swap_remove(oldest);
-                }
+                let free = match self.partials.iter().position(Option::is_none) {
+                    Some(free) => free,
+                    None => {
+                        // The oldest half-built text goes; its parts were
+                        // never receipted, so their senders see them expire.
+                        let oldest = self
+                            .partials
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, p)| p.as_ref().map(|p| (p.started, i)))
+                            .min()
+                            .map(|(_, i)| i)?;
+                        drop_partial(self.partials.get_mut(oldest)?);
+                        oldest
+                    }
+                };
                 let p = Partial {
                     from,
                     group,
@@ -323,11 +338,12 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                     parts: [None; MAX_PARTS],
                     started: now,
                 };
-                self.partials.push(p).ok()?;
-                self.partials.len().saturating_sub(1)
+                *self.partials.get_mut(free)? = Some(p);
+                free
             }
         };
-        let p = self.partials.get_mut(pos)?;
+        let slot = self.partials.get_mut(pos)?;
+        let p = slot.as_mut()?;
         if p.count != count {
             return None;
         }
@@ -348,13 +364,21 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         if p.parts.iter().take(usize::from(count)).any(Option::is_none) {
             return None;
         }
-        let p = self.partials.swap_remove(pos);
         let mut text: String<MAX_TEXT> = String::new();
-        for c in p.chunks.iter().flatten() {
-            if !push_str(&mut text, c) {
-                return None;
-            }
-        }
-        Some(Whole { text, id: p.id, sent_at: p.sent_at, parts: p.parts })
+        let whole = p.chunks.iter().flatten().all(|c| push_str(&mut text, c));
+        let (id, sent_at, parts) = (p.id, p.sent_at, p.parts);
+        drop_partial(slot);
+        whole.then_some(Whole { text, id, sent_at, parts })
     }
+}
+
+/// Wipe a long text's slot where it is (its chunks' whole buffers) and free
+/// it.
+pub(super) fn drop_partial(slot: &mut Option<Partial>) {
+    if let Some(p) = slot {
+        for c in p.chunks.iter_mut().flatten() {
+            c.zeroize();
+        }
+    }
+    *slot = None;
 }

@@ -34,6 +34,7 @@ pub mod policy;
 
 use heapless::index_map::FnvIndexMap;
 use heapless::{Deque, String, Vec};
+use zeroize::Zeroize;
 
 use self::contacts::Contact;
 pub use self::contacts::ContactState;
@@ -221,7 +222,10 @@ pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: u
     receipts: Vec<(Instant, MessageId, [u8; RECEIPT_SECRET_LEN]), PENDING_RECEIPTS>,
     trial_rate: u32,
     trial_buckets: Vec<(LinkId, u32, Instant), TRIAL_LINKS>,
-    partials: Vec<Partial, PARTIALS>,
+    /// Long texts being put together, in fixed slots: a slot is wiped
+    /// where it is when its text is done or abandoned (a `Vec` would move
+    /// another text into it and leave a stale copy behind).
+    partials: [Option<Partial>; PARTIALS],
     events: Deque<Event, EVENTS>,
     lifetime_secs: u32,
     scratch: [u8; MAX_FRAME_LEN],
@@ -275,7 +279,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             receipts: Vec::new(),
             trial_rate: FIRST_CONTACT_RATE,
             trial_buckets: Vec::new(),
-            partials: Vec::new(),
+            partials: [const { None }; PARTIALS],
             events: Deque::new(),
             lifetime_secs: DEFAULT_LIFETIME_SECS,
             scratch: [0; MAX_FRAME_LEN],
@@ -404,7 +408,11 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         // Long texts whose parts never all came: give up after the maximum
         // lifetime.
         let max = Duration::from_secs(u64::from(MAX_LIFETIME_SECS));
-        self.partials.retain(|p| now.saturating_since(p.started) < max);
+        for slot in &mut self.partials {
+            if slot.as_ref().is_some_and(|p| now.saturating_since(p.started) >= max) {
+                inbox::drop_partial(slot);
+            }
+        }
         // Replay entries past their time.
         let mut old: Vec<[u8; RECEIPT_SECRET_LEN], 32> = Vec::new();
         for (k, e) in self.replay.iter() {
@@ -455,6 +463,14 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
 
     fn poll_event(&mut self) -> Option<Event> {
         self.drain_router_events();
+        // A text leaves as a copy and the queue slot it sat in is wiped: the
+        // copy handed out is the only one left (README, Privacy).
+        if let Some(Event::Received(r)) = self.events.front_mut() {
+            let out = r.clone();
+            r.text.zeroize();
+            let _ = self.events.pop_front();
+            return Some(Event::Received(out));
+        }
         self.events.pop_front()
     }
 
