@@ -268,7 +268,7 @@ impl State {
 
     /// Overwrite the stack below the loop: deeper for an endpoint, whose
     /// paths carry texts of up to 4 KiB.
-    fn scrub(&self) {
+    pub(super) fn scrub(&self) {
         match self.core {
             Core::Relay(_) => ferry_proto::wipe::scrub_stack(),
             Core::Endpoint(_) => ferry_proto::wipe::scrub_stack_bytes::<{ 256 * 1024 }>(),

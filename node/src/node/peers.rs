@@ -92,6 +92,9 @@ impl State {
         if known.is_some() {
             return Some(id);
         }
+        // The router builds the link's state on the stack and moves it in:
+        // nothing a frame left there may go with it (SPEC §8).
+        self.scrub();
         if !self.core.node().handle_link_up(now, &mut self.rng, id, caps) {
             self.links.remove(id);
             tracing::debug!("the router refused a link (table full or link-ups over their rate)");
@@ -167,6 +170,7 @@ impl State {
         }
         match admitted {
             Ok(id) => {
+                self.scrub();
                 if self.core.node().accept_stranger(now, &mut self.rng, id, self.dgram_caps, hello) {
                     tracing::debug!("link up (learned)");
                 } else {
@@ -242,6 +246,7 @@ impl State {
             let Some(caps) = self.links.by_id(id).map(|e| e.caps) else { continue };
             // The router restarts the link under the same id and greets
             // the peer afresh; over the link-up rate it is retried later.
+            self.scrub();
             let _ = self.core.node().handle_link_up(now, &mut self.rng, id, caps);
         }
         for addr in self.statics.clone() {
