@@ -5,8 +5,8 @@
 //! acknowledges).
 
 use heapless::String;
-use zeroize::Zeroize;
 use heapless::binary_heap::{BinaryHeap, Max};
+use zeroize::Zeroize;
 
 use super::policy::Verdict;
 use super::{Ack, Carrier, Endpoint, Event, MAX_PARTS, MAX_TEXT, RECEIPT_DELAY_MS, RECEIPT_GRID_MS, Received};
@@ -308,40 +308,40 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         if count < 2 || usize::from(count) > MAX_PARTS || index >= count {
             return None;
         }
-        let pos = match self.partials.iter().position(|p| p.as_ref().is_some_and(|p| p.from == from && p.group == group))
-        {
-            Some(p) => p,
-            None => {
-                let free = match self.partials.iter().position(Option::is_none) {
-                    Some(free) => free,
-                    None => {
-                        // The oldest half-built text goes; its parts were
-                        // never receipted, so their senders see them expire.
-                        let oldest = self
-                            .partials
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, p)| p.as_ref().map(|p| (p.started, i)))
-                            .min()
-                            .map(|(_, i)| i)?;
-                        drop_partial(self.partials.get_mut(oldest)?);
-                        oldest
-                    }
-                };
-                let p = Partial {
-                    from,
-                    group,
-                    count,
-                    sent_at,
-                    id: part.id,
-                    chunks: [const { None }; MAX_PARTS],
-                    parts: [None; MAX_PARTS],
-                    started: now,
-                };
-                *self.partials.get_mut(free)? = Some(p);
-                free
-            }
-        };
+        let pos =
+            match self.partials.iter().position(|p| p.as_ref().is_some_and(|p| p.from == from && p.group == group)) {
+                Some(p) => p,
+                None => {
+                    let free = match self.partials.iter().position(Option::is_none) {
+                        Some(free) => free,
+                        None => {
+                            // The oldest half-built text goes; its parts were
+                            // never receipted, so their senders see them expire.
+                            let oldest = self
+                                .partials
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(i, p)| p.as_ref().map(|p| (p.started, i)))
+                                .min()
+                                .map(|(_, i)| i)?;
+                            drop_partial(self.partials.get_mut(oldest)?);
+                            oldest
+                        }
+                    };
+                    let p = Partial {
+                        from,
+                        group,
+                        count,
+                        sent_at,
+                        id: part.id,
+                        chunks: [const { None }; MAX_PARTS],
+                        parts: [None; MAX_PARTS],
+                        started: now,
+                    };
+                    *self.partials.get_mut(free)? = Some(p);
+                    free
+                }
+            };
         let slot = self.partials.get_mut(pos)?;
         let p = slot.as_mut()?;
         if p.count != count {
