@@ -9,9 +9,9 @@
 //! Who is shown and receipted (blocked codes, the strangers' rate) is the
 //! endpoint's [`policy`], the same for every driver.
 //!
-//! Call order is the router's: after every input, drain
-//! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`], then arm a timer
-//! for [`Endpoint::poll_timeout`].
+//! It is driven through the same face as a relay ([`Node`]): after every
+//! input, drain [`Node::poll_transmit`] and [`Node::poll_event`], then arm a
+//! timer for [`Node::poll_timeout`].
 //!
 //! The `impl` of [`Endpoint`] is spread over submodules, one per concern:
 //!
@@ -244,7 +244,7 @@ pub struct EndpointStats {
     /// (their senders see them expire; a later copy is not shown either).
     pub over_rate: u64,
     /// Events lost because the queue was full (the user is not draining
-    /// [`Endpoint::poll_event`]): a text not shown this way is sent again by
+    /// [`Node::poll_event`]): a text not shown this way is sent again by
     /// its sender; a lost status is not repeated.
     pub events_dropped: u64,
 }

@@ -1,11 +1,11 @@
 //! The store-carry-forward router: one sans-IO state machine per node
 //! (SPEC §6), shaped like quinn-proto.
 //!
-//! Inputs: [`Router::handle_frame`], [`Router::handle_link_up`],
-//! [`Router::handle_link_down`], [`Router::handle_timeout`],
+//! Inputs: [`Node::handle_frame`], [`Node::handle_link_up`],
+//! [`Node::handle_link_down`], [`Node::handle_timeout`],
 //! [`Router::submit`], [`Router::emit_receipt`]. Outputs, drained after every
-//! input: [`Router::poll_transmit`] until `None`, [`Router::poll_event`]
-//! until `None`, then [`Router::poll_timeout`] for the next wake-up.
+//! input: [`Node::poll_transmit`] until `None`, [`Node::poll_event`]
+//! until `None`, then [`Node::poll_timeout`] for the next wake-up.
 //!
 //! The router never decrypts: it reads the outer header, checks message ids
 //! and receipts against commitments, and keeps everything in memory bounded
@@ -317,11 +317,11 @@ pub struct LinkInfo {
     pub caps: LinkCaps,
     /// The peer proved it receives there (SPEC §6.1).
     pub validated: bool,
-    /// Its frames come from [`Router::poll_transmit_link`] only.
+    /// Its frames come from [`Node::poll_transmit_link`] only.
     pub pull: bool,
 }
 
-/// What [`Router::handle_stranger`] did with bytes from an address that has
+/// What [`Node::handle_stranger`] did with bytes from an address that has
 /// no link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stranger {
@@ -332,11 +332,11 @@ pub enum Stranger {
     /// address. Nothing was kept.
     Answer(usize),
     /// The hello echoed a cookie of ours for this address: the peer
-    /// receives there. Make the link with [`Router::accept_stranger`].
+    /// receives there. Make the link with [`Node::accept_stranger`].
     Validated(ValidatedHello),
 }
 
-/// A hello that echoed a valid cookie: only [`Router::handle_stranger`]
+/// A hello that echoed a valid cookie: only [`Node::handle_stranger`]
 /// makes one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ValidatedHello {
