@@ -1,4 +1,20 @@
 //! `ferry`: see `ferry --help`.
+//!
+//! How the program is put together (one thread, one current-thread tokio
+//! runtime, one task that owns the core):
+//!
+//! ```text
+//!  cli ──▶ app ──▶ node::spawn ─────────────── the node task (node/mod.rs) ───────────────┐
+//!   │       │        select! over:  UDP link (link::Link, udp)   serial ports (serial)    │
+//!   │       │                       mDNS (mdns)   timers   Commands from the API          │
+//!   │       │        node/peers: the link table (proto's LinkTable, kind + address)       │
+//!   │       │        node/cores: a relay or an endpoint, driven as `dyn ferry_proto::Node` │
+//!   │       │        after each step: poll_transmit → links, poll_event → notifications   │
+//!   │       └──▶ rpc (JSON-RPC lines) / chat ──▶ command::Command ──▶ Handle ──▶ task ───┘
+//!   └──▶ demo: an in-process mesh in virtual time
+//! ```
+//!
+//! All protocol logic is in `ferry-proto` (its `lib.rs` draws the core).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
