@@ -8,8 +8,8 @@
 //! ciphertext). The next call that builds a large value on the stack (a
 //! link's state, say) can copy such leftovers into memory that lives on.
 //! [`scrub_stack`] writes zeros over the stack below its caller; drivers
-//! call it after each batch of frames, and the router before it builds a
-//! link.
+//! call it soon after the core last ran (the daemon: within 20 ms) and
+//! before the router builds a link.
 
 /// Bytes of stack [`scrub_stack`] overwrites: deeper than any path through
 /// a relay goes (a relay daemon's deepest is about 40 KiB).
