@@ -777,3 +777,45 @@ fn events_beyond_the_queue_are_counted() {
     }
     assert_eq!(n, 32);
 }
+
+/// Issue 12: a stranger who fills the replay table with texts dated at the end of time must not shut
+/// out every other stranger. `sent_at` is the sender's word; once more far-future texts had come than the
+/// table holds (256 here), the strangers' replay floor jumped to 2^64 - 1 and every stranger's text was
+/// refused from then on. An honest stranger's text dated now must still be shown, and the far-future
+/// texts must never be shown twice.
+#[test]
+fn far_future_texts_do_not_shut_out_strangers() {
+    let mut net = Net::new(41);
+    let (mallory, b, honest) = (net.endpoint(), net.endpoint(), net.endpoint());
+    net.connect(mallory, b);
+    net.connect(honest, b);
+    // Refused texts are never receipted: let them expire soon, to make room in Mallory's outbox.
+    net.ep(mallory).set_lifetime_secs(3);
+    let to = net.pk(b);
+    let mut sent = 0;
+    while sent < 300 {
+        for _ in 0..16 {
+            let now = net.now;
+            let TestNode::End(e) = &mut net.nodes[mallory] else { unreachable!() };
+            e.send(now, &mut net.rng, u64::MAX - sent, &to, &format!("from the end of time #{sent}")).unwrap();
+            sent += 1;
+        }
+        net.run_for(secs(5));
+    }
+    let shown_before = net.received(b).len();
+    net.send(honest, b, "dated now");
+    net.run_for(secs(10));
+    assert!(
+        net.received(b).iter().any(|(_, _, t)| t == "dated now"),
+        "an honest stranger's text dated now was refused after a flood of far-future texts"
+    );
+    // Nothing is shown twice: replay every message frame B was sent once more.
+    let frames = net.captured.clone();
+    let shown = net.received(b).len();
+    for f in &frames {
+        let _ = net.inject(b, mallory, f);
+    }
+    net.run_for(secs(10));
+    assert_eq!(net.received(b).len(), shown, "a replayed text was shown again");
+    assert!(shown_before <= 300);
+}
