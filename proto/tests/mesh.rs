@@ -819,3 +819,24 @@ fn far_future_texts_do_not_shut_out_strangers() {
     assert_eq!(net.received(b).len(), shown, "a replayed text was shown again");
     assert!(shown_before <= 300);
 }
+
+/// Issue 12: while first-contact trials wait for their link's budget, the endpoint asked to be woken at
+/// a time long past (the refill time of any link's bucket, even one with nothing waiting), so a driver
+/// spun at 100% CPU without getting anywhere (here the harness stops with "livelock").
+#[test]
+fn waiting_trials_do_not_spin_the_driver() {
+    let mut net = Net::new(43);
+    let (a, b, mallory) = (net.endpoint(), net.endpoint(), net.endpoint());
+    net.connect(a, b);
+    net.connect(mallory, b);
+    net.ep(b).set_first_contact_rate(10);
+    // A's link gets a trial bucket, then stays quiet.
+    net.send(a, b, "hello once");
+    net.run_for(secs(2));
+    // Mallory sends more first-contact texts than B's budget for its link takes at once.
+    for i in 0..16 {
+        net.send(mallory, b, &format!("trial {i}"));
+    }
+    net.run_for(secs(10));
+    assert_eq!(net.received(b).len(), 17, "every text is opened in the end");
+}
