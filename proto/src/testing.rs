@@ -179,7 +179,9 @@ impl Net {
     /// Add an endpoint with a fresh identity; returns its index.
     pub fn endpoint(&mut self) -> usize {
         let id = Identity::generate(&mut self.rng);
-        self.nodes.push(TestNode::End(Box::new(test_endpoint(id))));
+        let mut ep = test_endpoint(id);
+        ep.set_unix_time(self.now, self.unix);
+        self.nodes.push(TestNode::End(Box::new(ep)));
         self.events.push(Vec::new());
         self.nodes.len() - 1
     }
@@ -195,7 +197,9 @@ impl Net {
     /// router and endpoint state are gone) and bring its links up again.
     pub fn restart(&mut self, n: usize) {
         let secret = self.ep(n).identity().secret_bytes();
-        self.nodes[n] = TestNode::End(Box::new(test_endpoint(Identity::from_secret_bytes(secret))));
+        let mut ep = test_endpoint(Identity::from_secret_bytes(secret));
+        ep.set_unix_time(self.now, self.unix);
+        self.nodes[n] = TestNode::End(Box::new(ep));
         self.flights.retain(|f| f.to != n && f.from != n);
         let now = self.now;
         let peers: Vec<usize> =

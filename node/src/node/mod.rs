@@ -203,6 +203,11 @@ impl State {
 
     /// Every tick: links (retries, idle expiry, mDNS), then saved state.
     fn maintain(&mut self) {
+        let now = self.now();
+        if let Core::Endpoint(ep) = &mut self.core {
+            // The wall clock, for texts dated ahead of it (SPEC §4.5).
+            ep.set_unix_time(now, unix_now());
+        }
         self.maintain_links();
         self.save_states();
     }
@@ -425,6 +430,7 @@ impl State {
             obj.insert("blocked".into(), es.blocked.into());
             obj.insert("over_rate".into(), es.over_rate.into());
             obj.insert("events_dropped".into(), es.events_dropped.into());
+            obj.insert("too_far_ahead".into(), es.too_far_ahead.into());
         }
         v
     }
@@ -556,6 +562,7 @@ pub fn spawn_on<L: Link<Addr = SocketAddr>>(
     drop(port_tx);
     // Named contacts with their saved tag counters, and the blocked codes.
     if let (Core::Endpoint(ep), Some(book)) = (&mut state.core, &state.book) {
+        ep.set_unix_time(Instant::ZERO, unix_now());
         for e in book.contacts() {
             if let Ok(k) = PeerKey::from_code(&e.code) {
                 let _ = ep.restore_contact(Instant::ZERO, k, e.state);

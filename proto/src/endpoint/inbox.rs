@@ -134,7 +134,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         // erases the copies still travelling); anything refused otherwise
         // gets none, so its sender sees it expire rather than a false
         // "delivered".
-        if let Some(e) = self.replay.get(&opened.secret) {
+        if let Some(e) = self.replay.get(&opened.secret).or_else(|| self.ahead.get(&opened.secret)) {
             if e.receipted {
                 self.schedule_receipt(now, rng, id, opened.secret);
             }
@@ -142,6 +142,15 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         }
         let floor = self.replay_floor.get(usize::from(self.is_contact(&opened.sender))).copied().unwrap_or(u64::MAX);
         if sent_at <= floor {
+            return;
+        }
+        // Dated beyond our clock and the slack: held aside, never a floor;
+        // when that room is full, refused and not remembered (so refused
+        // again every time: never shown twice).
+        // (Room for every part of a long text: all are remembered when it is
+        // shown.)
+        if self.dated_ahead(now, sent_at) && self.ahead.len().saturating_add(MAX_PARTS) > self.ahead.capacity() {
+            self.stats.too_far_ahead = self.stats.too_far_ahead.saturating_add(1);
             return;
         }
         if let Some(ci) = self.contacts.iter().position(|c| c.key == opened.sender)
@@ -220,7 +229,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// [`Endpoint::set_auto_receipts`]). Acknowledging twice is harmless.
     pub fn acknowledge(&mut self, now: Instant, rng: Rng<'_>, ack: &Ack) {
         for (id, secret) in ack.parts.iter().flatten() {
-            if let Some(entry) = self.replay.get_mut(secret) {
+            if let Some(entry) = match self.replay.get_mut(secret) {
+                Some(e) => Some(e),
+                None => self.ahead.get_mut(secret),
+            } {
                 if entry.receipted {
                     continue;
                 }
@@ -286,11 +298,38 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         receipted: bool,
         contact: bool,
     ) {
+        let until = now.saturating_add(Duration::from_secs(u64::from(MAX_LIFETIME_SECS)));
+        let entry = ReplayEntry { until, sent_at, receipted, contact };
+        if self.dated_ahead(now, sent_at) && self.ahead.insert(secret, entry).is_ok() {
+            return;
+        }
         if self.replay.is_full() {
             self.evict_replay();
         }
-        let until = now.saturating_add(Duration::from_secs(u64::from(MAX_LIFETIME_SECS)));
-        let _ = self.replay.insert(secret, ReplayEntry { until, sent_at, receipted, contact });
+        let _ = self.replay.insert(secret, entry);
+    }
+
+    /// Texts held aside whose lifetime ended go; those whose date has come
+    /// within the slack join the replay table (where they may set a floor
+    /// like any other).
+    pub(super) fn settle_ahead(&mut self, now: Instant) {
+        let mut done: heapless::Vec<([u8; RECEIPT_SECRET_LEN], bool), 32> = heapless::Vec::new();
+        for (k, e) in self.ahead.iter() {
+            let expired = e.until <= now;
+            if (expired || !self.dated_ahead(now, e.sent_at)) && done.push((*k, expired)).is_err() {
+                break;
+            }
+        }
+        for (k, expired) in &done {
+            if let Some(e) = self.ahead.swap_remove(k)
+                && !expired
+            {
+                if self.replay.is_full() {
+                    self.evict_replay();
+                }
+                let _ = self.replay.insert(*k, e);
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

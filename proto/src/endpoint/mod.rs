@@ -72,6 +72,14 @@ const PENDING_TRIALS: usize = 512;
 /// at once (less delay under load, never a lost receipt).
 const PENDING_RECEIPTS: usize = 1024;
 const PARTIALS: usize = 4;
+/// How far ahead of this node's clock a text may be dated and still count
+/// as dated now (a day: clocks set to local time as if it were UTC are off
+/// by up to 14 hours). SPEC §4.5.
+pub const AHEAD_SLACK_SECS: u64 = 24 * 3600;
+/// Texts dated further ahead than [`AHEAD_SLACK_SECS`] are remembered
+/// apart, at most this many (more are refused): they never move a replay
+/// floor, so a flood of them cannot shut anyone out (SPEC §4.5).
+const AHEAD: usize = 256;
 const EVENTS: usize = 16;
 const TRIAL_LINKS: usize = 16;
 
@@ -218,6 +226,13 @@ pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: u
     /// (`[0]`) and contacts (`[1]`) apart: a flood of first-contact
     /// messages can raise only the strangers' floor.
     replay_floor: [u64; 2],
+    /// Receipt secrets of texts dated beyond this node's clock plus
+    /// [`AHEAD_SLACK_SECS`]: held aside from `replay` (never evicted, never
+    /// a floor) until their date comes or they expire.
+    ahead: FnvIndexMap<[u8; RECEIPT_SECRET_LEN], ReplayEntry, AHEAD>,
+    /// This node's wall clock: a monotonic instant and the Unix time then
+    /// (the driver's, [`Endpoint::set_unix_time`]); `None`: not known.
+    clock: Option<(Instant, u64)>,
     trials: Deque<(LinkId, MessageId), PENDING_TRIALS>,
     receipts: Vec<(Instant, MessageId, [u8; RECEIPT_SECRET_LEN]), PENDING_RECEIPTS>,
     trial_rate: u32,
@@ -247,6 +262,9 @@ pub struct EndpointStats {
     /// [`Node::poll_event`]): a text not shown this way is sent again by
     /// its sender; a lost status is not repeated.
     pub events_dropped: u64,
+    /// Texts dated beyond this node's clock plus [`AHEAD_SLACK_SECS`] that
+    /// were refused because [`AHEAD`] such texts are held already.
+    pub too_far_ahead: u64,
 }
 
 impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> core::fmt::Debug
@@ -275,6 +293,8 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             replay: FnvIndexMap::new(),
             auto_receipts: true,
             replay_floor: [0; 2],
+            ahead: FnvIndexMap::new(),
+            clock: None,
             trials: Deque::new(),
             receipts: Vec::new(),
             trial_rate: FIRST_CONTACT_RATE,
@@ -284,7 +304,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             lifetime_secs: DEFAULT_LIFETIME_SECS,
             scratch: [0; MAX_FRAME_LEN],
             policy: Policy::new(),
-            stats: EndpointStats { shown: 0, blocked: 0, over_rate: 0, events_dropped: 0 },
+            stats: EndpointStats { shown: 0, blocked: 0, over_rate: 0, events_dropped: 0, too_far_ahead: 0 },
         }
     }
 
@@ -339,6 +359,27 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     /// host can afford more: each costs one X25519).
     pub fn set_first_contact_rate(&mut self, per_sec: u32) {
         self.trial_rate = per_sec.max(1);
+    }
+
+    /// Tell the endpoint the wall-clock time: Unix seconds `unix_secs` at
+    /// `now`. Call it at start and now and then (the daemon: every tick).
+    /// It is what tells a text dated ahead of this node's clock (SPEC
+    /// §4.5); without it no text is.
+    pub fn set_unix_time(&mut self, now: Instant, unix_secs: u64) {
+        self.clock = Some((now, unix_secs));
+    }
+
+    /// Unix seconds at `now`, if the driver gave a clock.
+    fn unix_at(&self, now: Instant) -> Option<u64> {
+        let (at, unix) = self.clock?;
+        let elapsed = now.saturating_since(at).as_millis() / 1000;
+        Some(unix.saturating_add(elapsed))
+    }
+
+    /// Whether a text dated `sent_at` is dated beyond this node's clock plus
+    /// [`AHEAD_SLACK_SECS`].
+    fn dated_ahead(&self, now: Instant, sent_at: u64) -> bool {
+        self.unix_at(now).is_some_and(|u| sent_at > u.saturating_add(AHEAD_SLACK_SECS))
     }
 
     /// Set the lifetime new messages get (capped at 7 days).
@@ -423,6 +464,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         for k in &old {
             self.replay.swap_remove(k);
         }
+        self.settle_ahead(now);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -435,9 +477,25 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         if self.trials.is_empty() {
             r
         } else {
-            // Trials wait for tokens: look again in a few milliseconds.
-            let interval = Duration::from_millis(1000u64.checked_div(u64::from(self.trial_rate)).unwrap_or(1).max(1));
-            let soon = self.trial_buckets.iter().map(|(_, _, t)| t.saturating_add(interval)).min();
+            // Trials wait for their link's next token. Only links with a
+            // trial waiting count: a bucket with nothing waiting would name
+            // a time long past, and the driver would spin (issue 12).
+            let rate = u64::from(self.trial_rate.max(1));
+            let interval =
+                Duration::from_millis(1000u64.saturating_add(rate.saturating_sub(1)).checked_div(rate).unwrap_or(1));
+            let mut soon: Option<Instant> = None;
+            for (link, _) in &self.trials {
+                let t = match self.trial_buckets.iter().find(|(l, _, _)| l == link) {
+                    // A link without a bucket gets a full one: now.
+                    None => Instant::ZERO,
+                    Some(&(_, tokens, at)) if tokens > 0 => at,
+                    Some(&(_, _, at)) => at.saturating_add(interval),
+                };
+                soon = Some(soon.map_or(t, |s| s.min(t)));
+                if t == Instant::ZERO {
+                    break;
+                }
+            }
             match (r, soon) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
