@@ -846,3 +846,53 @@ fn waiting_trials_do_not_spin_the_driver() {
     net.run_for(secs(10));
     assert_eq!(net.received(b).len(), 17, "every text is opened in the end");
 }
+
+/// Issue 12: strangers cannot destroy a contact's half-received long text. Only a few long texts can be
+/// put together at once; four strangers' first parts used to push a contact's text out (the oldest went),
+/// and its remaining parts could never complete it. Room is kept for contacts.
+#[test]
+fn strangers_cannot_push_out_a_contacts_long_text() {
+    let mut net = Net::new(44);
+    let (a, b, _, _) = net.two_contacts();
+    let strangers: Vec<usize> = (0..6).map(|_| net.endpoint()).collect();
+    net.connect(a, b);
+    for &s in &strangers {
+        net.connect(s, b);
+    }
+    net.run_for(secs(1));
+    // Every wire is slow: what is sent now arrives in 10 s, unless the test lets it through sooner.
+    for w in net.wires.values_mut() {
+        w.latency = secs(10);
+    }
+    // Let the first `n` frames from `from` to B (in sending order) arrive in a moment.
+    let hurry = |net: &mut Net, from: usize, n: usize| {
+        let now = net.now;
+        let mut mine: Vec<usize> = (0..net.flights.len()).filter(|&i| net.flights[i].from == from).collect();
+        mine.sort_by_key(|&i| net.flights[i].at);
+        for &i in mine.iter().take(n) {
+            net.flights[i].at = now.saturating_add(Duration::from_millis(1));
+        }
+    };
+    let long = |tag: &str| -> String { format!("{tag}: ") + &"a long text in several parts, ".repeat(40) };
+    net.send(a, b, &long("from a contact"));
+    net.run_for(Duration::from_millis(1));
+    hurry(&mut net, a, 1);
+    net.run_for(secs(1));
+    // Each stranger's first part only: each starts a long text that waits for the rest.
+    for &s in &strangers {
+        net.send(s, b, &long("from a stranger"));
+    }
+    net.run_for(Duration::from_millis(1));
+    for &s in &strangers {
+        hurry(&mut net, s, 1);
+    }
+    net.run_for(secs(1));
+    // Now everything else arrives.
+    net.run_for(secs(30));
+    let texts: Vec<String> = net.received(b).into_iter().map(|r| r.2).collect();
+    assert!(
+        texts.iter().any(|t| t.starts_with("from a contact")),
+        "the contact's long text was pushed out by strangers' parts (shown: {})",
+        texts.len()
+    );
+}
