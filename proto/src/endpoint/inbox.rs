@@ -9,7 +9,9 @@ use heapless::binary_heap::{BinaryHeap, Max};
 use zeroize::Zeroize;
 
 use super::policy::Verdict;
-use super::{Ack, Carrier, Endpoint, Event, MAX_PARTS, MAX_TEXT, RECEIPT_DELAY_MS, RECEIPT_GRID_MS, Received};
+use super::{
+    Ack, Carrier, Endpoint, Event, MAX_PARTS, MAX_TEXT, RECEIPT_DELAY_MS, RECEIPT_GRID_MS, Received, STRANGER_PARTIALS,
+};
 use crate::envelope::{self, Body, OpenError, PeerKey};
 use crate::node::Rng;
 use crate::router::LinkId;
@@ -41,6 +43,8 @@ struct PartRef {
 
 pub(super) struct Partial {
     from: PeerKey,
+    /// From a named contact (room is kept for contacts).
+    contact: bool,
     group: u32,
     count: u8,
     sent_at: u64,
@@ -332,6 +336,43 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         }
     }
 
+    /// A slot for a new long text from `from`, freed if need be (its
+    /// parts were never receipted, so their senders see them expire).
+    /// Strangers hold at most [`STRANGER_PARTIALS`] slots, one each: a
+    /// stranger's new text pushes out its own older one, or else the oldest
+    /// stranger's; a contact's text takes a free slot or pushes out the
+    /// oldest stranger's, and only when contacts hold every slot the oldest
+    /// contact's. So strangers can never push out a contact's text (issue
+    /// 12). `None`: a stranger found every slot held by contacts.
+    fn partial_slot(&mut self, from: PeerKey, contact: bool) -> Option<usize> {
+        let oldest = |partials: &[Option<Partial>], keep: &dyn Fn(&Partial) -> bool| {
+            partials
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().filter(|p| keep(p)).map(|p| (p.started, i)))
+                .min()
+                .map(|(_, i)| i)
+        };
+        let strangers = self.partials.iter().flatten().filter(|p| !p.contact).count();
+        let victim = if contact {
+            match self.partials.iter().position(Option::is_none) {
+                Some(free) => return Some(free),
+                None => oldest(&self.partials, &|p| !p.contact).or_else(|| oldest(&self.partials, &|_| true))?,
+            }
+        } else if let Some(own) = oldest(&self.partials, &|p| p.from == from) {
+            own
+        } else if strangers >= STRANGER_PARTIALS {
+            oldest(&self.partials, &|p| !p.contact)?
+        } else {
+            match self.partials.iter().position(Option::is_none) {
+                Some(free) => return Some(free),
+                None => oldest(&self.partials, &|p| !p.contact)?,
+            }
+        };
+        drop_partial(self.partials.get_mut(victim)?);
+        Some(victim)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn add_part(
         &mut self,
@@ -351,24 +392,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             match self.partials.iter().position(|p| p.as_ref().is_some_and(|p| p.from == from && p.group == group)) {
                 Some(p) => p,
                 None => {
-                    let free = match self.partials.iter().position(Option::is_none) {
-                        Some(free) => free,
-                        None => {
-                            // The oldest half-built text goes; its parts were
-                            // never receipted, so their senders see them expire.
-                            let oldest = self
-                                .partials
-                                .iter()
-                                .enumerate()
-                                .filter_map(|(i, p)| p.as_ref().map(|p| (p.started, i)))
-                                .min()
-                                .map(|(_, i)| i)?;
-                            drop_partial(self.partials.get_mut(oldest)?);
-                            oldest
-                        }
-                    };
+                    let free = self.partial_slot(from, self.is_contact(&from))?;
                     let p = Partial {
                         from,
+                        contact: self.is_contact(&from),
                         group,
                         count,
                         sent_at,

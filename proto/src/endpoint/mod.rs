@@ -71,7 +71,11 @@ const PENDING_TRIALS: usize = 512;
 /// Receipts waiting for their random delay. When full, the oldest goes out
 /// at once (less delay under load, never a lost receipt).
 const PENDING_RECEIPTS: usize = 1024;
-const PARTIALS: usize = 4;
+/// Long texts being put together at once.
+const PARTIALS: usize = 6;
+/// Of those, at most this many from strangers (one per stranger): the rest
+/// is kept for contacts.
+const STRANGER_PARTIALS: usize = 3;
 /// How far ahead of this node's clock a text may be dated and still count
 /// as dated now (a day: clocks set to local time as if it were UTC are off
 /// by up to 14 hours). SPEC §4.5.
