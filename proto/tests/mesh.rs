@@ -896,3 +896,40 @@ fn strangers_cannot_push_out_a_contacts_long_text() {
         texts.len()
     );
 }
+
+/// Issue 12: on a validated link, a hello with a new nonce (from the peer's address, maybe spoofed)
+/// reset the link's salt and started a full summary round at once, every time: 660 bytes in gave 77 KB
+/// out. What a node sends in answer to what it received stays within 3× on validated links too.
+#[test]
+fn fresh_hellos_on_a_validated_link_get_no_amplification() {
+    let mut net = Net::new(45);
+    let senders: Vec<usize> = (0..4).map(|_| net.endpoint()).collect();
+    let r = net.relay(Config::DEFAULT);
+    let (peer, nobody) = (net.endpoint(), net.endpoint());
+    for &s in &senders {
+        net.connect(s, r);
+    }
+    // The relay holds 60 messages for someone far away.
+    for &s in &senders {
+        for i in 0..15 {
+            net.send(s, nobody, &format!("for later {i}"));
+        }
+    }
+    net.run_for(secs(5));
+    assert_eq!(net.router(r).held(), 60);
+    net.connect(r, peer);
+    net.run_for(secs(5));
+    // A validated link; everything the peer lacked has been offered. Now hellos with fresh nonces from the
+    // peer's address, 20 of them, one every 100 ms.
+    let before = net.sent.get(&(r, peer)).map_or(0, |s| s.1);
+    let mut received = 0u64;
+    let mut hello = [0u8; wire::HELLO_LEN];
+    for i in 0..20u8 {
+        HelloRepr { nonce: [i.wrapping_add(100); 16], echo: [0; 16] }.emit(&mut hello).unwrap();
+        let _ = net.inject(r, peer, &hello);
+        received += hello.len() as u64;
+        net.run_for(Duration::from_millis(100));
+    }
+    let sent = net.sent.get(&(r, peer)).map_or(0, |s| s.1) - before;
+    assert!(sent <= 3 * received, "sent {sent} bytes on the link for {received} bytes of hellos");
+}
