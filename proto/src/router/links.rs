@@ -63,6 +63,14 @@ pub(super) struct Link<const Q: usize> {
     pub(super) hello_backoff: Duration,
     /// We owe the peer a hello (it sent one that did not echo our nonce).
     pub(super) hello_reply: bool,
+    /// On a validated link: a new nonce the peer's address offered (the peer
+    /// restarted, or someone spoofs its address), not taken until a hello
+    /// with it echoes ours. Our hellos echo it meanwhile.
+    pub(super) offered_nonce: Option<[u8; 16]>,
+    /// When this validated link last answered a hello, and last took a new
+    /// peer nonce: both are rate-limited (issue 12).
+    pub(super) answered_at: Option<Instant>,
+    pub(super) renewed_at: Option<Instant>,
     pub(super) summary_cursor: Option<usize>,
     pub(super) summary_seq: u8,
     pub(super) summaries_in: u8,
@@ -159,6 +167,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             hello_left: self.config.hello_retries.saturating_add(1),
             hello_backoff: self.config.hello_retry,
             hello_reply: false,
+            offered_nonce: None,
+            answered_at: None,
+            renewed_at: None,
             summary_cursor: None,
             summary_seq: 0,
             summaries_in: 0,

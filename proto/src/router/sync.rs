@@ -19,6 +19,12 @@ use crate::wire::{
     FINGERPRINT_LEN, HELLO_LEN, HelloRepr, SUMMARY_LEN, SUMMARY_MAX_FINGERPRINTS, SizeClass, SummaryRepr,
 };
 
+/// A validated link answers at most one hello in this long (SPEC §6.1).
+pub const HELLO_ANSWER_MIN: Duration = Duration::from_millis(1_000);
+/// A validated link takes a new peer nonce (a restart) at most once in this
+/// long (SPEC §6.1).
+pub const HELLO_RENEW_MIN: Duration = Duration::from_secs(5);
+
 fn fp_sorted(summary: &SummaryRepr<'_>) -> Vec<[u8; FINGERPRINT_LEN], SUMMARY_MAX_FINGERPRINTS> {
     let mut v: Vec<[u8; FINGERPRINT_LEN], SUMMARY_MAX_FINGERPRINTS> =
         summary.iter().take(SUMMARY_MAX_FINGERPRINTS).collect();
@@ -134,6 +140,30 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             return Ok(Outcome::Control);
         }
         let fresh_peer = l.peer_nonce != Some(h.nonce);
+        if l.validated && !fresh_peer {
+            // The peer we know: whatever was offered in its name was not it.
+            l.offered_nonce = None;
+        }
+        if l.validated && fresh_peer {
+            // A new nonce from a validated peer's address: the peer
+            // restarted, or someone spoofs its address. Nothing changes
+            // until a hello with that nonce echoes ours (it receives here,
+            // SPEC §6.1), and at most once per `HELLO_RENEW_MIN`; meanwhile
+            // it gets at most one hello back per `HELLO_ANSWER_MIN`, echoing
+            // the new nonce. So hellos buy no summary rounds, and every
+            // answer is one hello for at least one hello (issue 12).
+            let proven = h.echo == l.nonce && l.renewed_at.is_none_or(|t| now.saturating_since(t) >= HELLO_RENEW_MIN);
+            if !proven {
+                l.offered_nonce = Some(h.nonce);
+                if l.answered_at.is_none_or(|t| now.saturating_since(t) >= HELLO_ANSWER_MIN) {
+                    l.answered_at = Some(now);
+                    l.hello_reply = true;
+                }
+                return Ok(Outcome::Control);
+            }
+            l.offered_nonce = None;
+            l.renewed_at = Some(now);
+        }
         if fresh_peer {
             // A new nonce from the peer (first hello, or it restarted the
             // link): start the summary exchange afresh.
@@ -256,7 +286,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 return None;
             }
         }
-        let hello = HelloRepr { nonce: l.nonce, echo: l.peer_nonce.unwrap_or([0; 16]) };
+        let hello = HelloRepr { nonce: l.nonce, echo: l.offered_nonce.or(l.peer_nonce).unwrap_or([0; 16]) };
         l.tx.clear();
         let _ = l.tx.resize(HELLO_LEN, 0);
         hello.emit(&mut l.tx).ok()?;
