@@ -699,3 +699,18 @@ fn junk_from_many_ports_does_not_lock_out_a_learned_peer() {
     }
     assert!(worst.1 <= 1, "junk port #{} got {} answers ({} bytes)", worst.0, worst.1, worst.2);
 }
+
+/// Issue 12: `ferry rpc` exits cleanly on SIGTERM and on SIGINT even while its stdin stays open (a client
+/// that holds the pipe), after saving its state.
+#[test]
+fn rpc_stops_on_sigterm_and_sigint_with_stdin_open() {
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        let pa = free_udp_addr(1);
+        let mut a = Node::rpc("A", &loopback_args(pa, &[]));
+        let _ = a.code();
+        a.proc.signal(sig);
+        let status = a.proc.wait_exit(Duration::from_secs(5));
+        assert!(status.is_some(), "ferry rpc did not exit within 5 s of {sig:?} with its stdin open");
+        assert!(status.is_some_and(|s| s.success()), "{sig:?}: {status:?}");
+    }
+}
