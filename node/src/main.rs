@@ -70,7 +70,12 @@ fn real_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(&cli)) {
+    let result = runtime.block_on(app::run(&cli));
+    // Reading stdin blocks a thread that no signal wakes: a runtime that
+    // waited for it would never end while a client holds the pipe open
+    // (`ferry rpc` on SIGTERM). The node has stopped and saved by now.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferry: {e}");

@@ -16,6 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -109,9 +110,11 @@ pub fn free_udp_addr(host: u8) -> SocketAddr {
 /// Text of stderr lines kept from a child.
 type Lines = Arc<Mutex<Vec<String>>>;
 
-fn keep_lines(name: String, r: impl std::io::Read + Send + 'static, echo: bool) -> Lines {
+/// Collect `r`'s lines in a thread; the flag is set when it reached the end.
+fn keep_lines(name: String, r: impl std::io::Read + Send + 'static, echo: bool) -> (Lines, Arc<AtomicBool>) {
     let lines: Lines = Arc::default();
-    let out = lines.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let (out, finished) = (lines.clone(), done.clone());
     thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
@@ -125,8 +128,9 @@ fn keep_lines(name: String, r: impl std::io::Read + Send + 'static, echo: bool) 
                 v.push(line);
             }
         }
+        finished.store(true, Ordering::Release);
     });
-    lines
+    (lines, done)
 }
 
 /// A child process, killed (with its whole process group) when dropped. Its stderr is collected and, if
@@ -137,6 +141,8 @@ pub struct Proc {
     pub name: String,
     child: Child,
     stderr: Lines,
+    /// The stderr reader saw the end (everything the process wrote is in `stderr`).
+    stderr_done: Arc<AtomicBool>,
     exited: Option<ExitStatus>,
 }
 
@@ -147,8 +153,8 @@ impl Proc {
         cmd.stderr(Stdio::piped()).process_group(0);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {name} ({cmd:?}): {e}"));
         let echo = std::env::var_os("FERRY_TEST_ECHO").is_some();
-        let stderr = keep_lines(name.to_owned(), child.stderr.take().expect("piped stderr"), echo);
-        Proc { name: name.to_owned(), child, stderr, exited: None }
+        let (stderr, stderr_done) = keep_lines(name.to_owned(), child.stderr.take().expect("piped stderr"), echo);
+        Proc { name: name.to_owned(), child, stderr, stderr_done, exited: None }
     }
 
     /// A `ferry` command with `args`, stdin and stdout null (for a relay or a daemon).
@@ -192,6 +198,14 @@ impl Proc {
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exited.is_none() {
             self.exited = self.child.try_wait().ok().flatten();
+            if self.exited.is_some() {
+                // What it wrote before it exited is read before anyone looks (unless a child it left
+                // behind still holds the pipe: then not more than a second).
+                let end = Instant::now() + Duration::from_secs(1);
+                while !self.stderr_done.load(Ordering::Acquire) && Instant::now() < end {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
         }
         self.exited
     }
