@@ -714,3 +714,26 @@ fn rpc_stops_on_sigterm_and_sigint_with_stdin_open() {
         assert!(status.is_some_and(|s| s.success()), "{sig:?}: {status:?}");
     }
 }
+
+/// Issue 12: lines that reach the chat together (pasted, or piped in one write) are all handled, in order:
+/// "/to bob", a text and "/quit" in one burst used to reach the daemon as `identity` only.
+#[test]
+fn chat_handles_lines_that_come_together() {
+    let (pa, pb) = (free_udp_addr(1), free_udp_addr(2));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = loopback_args(pa, &[pb]);
+    args.extend(["--socket".to_owned(), dir.path().join("no-daemon.sock").display().to_string()]);
+    let mut b = Node::rpc("B", &loopback_args(pb, &[pa]));
+    let code_b = b.code();
+    let mut chat = ferry_tests::Chat::spawn("chat", &args);
+    // One write, before the chat has even answered its first line.
+    chat.send(&format!("/add bob {code_b}\n/to bob\nhello in a burst"));
+    b.wait_received("hello in a burst", DELIVERY);
+    chat.expect("now talking to bob", DELIVERY);
+    chat.expect("message #1 queued", DELIVERY);
+    // A text and /quit together: the text is handed to the node (and answered) before the chat ends.
+    chat.send("second in a burst\n/quit");
+    let status = chat.proc.wait_exit(Duration::from_secs(10)).expect("the chat exits on /quit");
+    assert!(status.success(), "chat exit status {status:?}");
+    chat.expect("message #2 queued", DELIVERY);
+}
