@@ -287,7 +287,7 @@ pub async fn run(cli: &Cli) -> Result<(), AppError> {
     }
 }
 
-async fn session<R, W>(mut server: R, writer: W, own: Option<&crate::node::Handle>) -> Result<(), AppError>
+async fn session<R, W>(server: R, writer: W, own: Option<&crate::node::Handle>) -> Result<(), AppError>
 where
     R: tokio::io::AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -306,12 +306,16 @@ where
     let _ = own;
     out("ferry chat: /help for commands");
     client.call("identity", json!({}), "me").await?;
+    // Both are read by `next_line`, which loses nothing when the other
+    // branch wins (`read_line` into a buffer that is cleared did). A typed
+    // line is taken only when every call before it has its answer, so lines
+    // that come together (pasted, piped) are handled in order: a text after
+    // "/to bob" goes to bob.
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let mut line = String::new();
+    let mut server = server.lines();
     loop {
-        line.clear();
         tokio::select! {
-            input = stdin.next_line() => match input? {
+            input = stdin.next_line(), if client.waiting.is_empty() => match input? {
                 Some(l) => {
                     let l = l.trim();
                     if l.is_empty() { continue; }
@@ -319,13 +323,13 @@ where
                 }
                 None => break,
             },
-            n = server.read_line(&mut line) => {
-                if n? == 0 {
+            line = server.next_line() => match line? {
+                Some(line) => client.server_line(line.trim_end()).await?,
+                None => {
                     out("the daemon went away");
                     break;
                 }
-                client.server_line(line.trim_end()).await?;
-            }
+            },
         }
     }
     Ok(())
