@@ -244,4 +244,20 @@ mod tests {
         again.remove("alice").unwrap();
         assert!(again.by_name("alice").is_none());
     }
+
+    /// Issue 12: the temporary file is created exclusively. A file or symlink already at its name (left by
+    /// a crash, or planted) is never written through: a planted symlink's target stays untouched.
+    #[test]
+    fn save_never_writes_through_what_is_at_the_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("contacts.json");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, path.with_extension("tmp")).unwrap();
+        let mut book = Book::load(path.clone()).unwrap();
+        book.add("alice", &key(1)).unwrap();
+        book.save().unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious", "the save wrote through a symlink");
+        assert_eq!(Book::load(path).unwrap().contacts().count(), 1);
+    }
 }

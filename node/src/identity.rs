@@ -101,4 +101,33 @@ mod tests {
         fs::write(&path, "garbage").unwrap();
         assert!(matches!(load(&path), Err(IdentityError::Malformed(_))));
     }
+
+    /// Issue 12: the loader follows no symlink, and refuses a file another user owns and a directory
+    /// others may write to (they could swap the file).
+    #[test]
+    fn refuses_symlinks_foreign_files_and_open_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        let (_, created) = load_or_create(&real).unwrap();
+        assert!(created);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(load(&link).is_err(), "a symlink was followed");
+
+        let open_dir = dir.path().join("open");
+        let inside = open_dir.join("identity");
+        load_or_create(&inside).unwrap();
+        fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(load_or_create(&inside).is_err(), "a directory others may write to was accepted");
+        fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(load_or_create(&inside).is_ok());
+
+        // Another user's file (only root can make one here).
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&real, Some(65534), None).unwrap();
+            assert!(load(&real).is_err(), "another user's identity file was accepted");
+        } else {
+            eprintln!("SKIP part: not root, cannot make a file another user owns");
+        }
+    }
 }
