@@ -82,7 +82,16 @@ impl Book {
         let Some(path) = &self.path else { return Ok(()) };
         let tmp = path.with_extension("tmp");
         let json = serde_json::to_vec_pretty(&self.entries).map_err(io::Error::other)?;
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        // Created exclusively, never written through: whatever is at the
+        // temporary name (left by a crash, or planted: a symlink) goes first.
+        let create = || OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp);
+        let mut f = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&tmp)?;
+                create()?
+            }
+            other => other?,
+        };
         f.write_all(&json)?;
         f.sync_all()?;
         fs::rename(&tmp, path)

@@ -30,6 +30,10 @@ pub enum IdentityError {
     /// The file can be read by others.
     #[error("identity file {0} is readable by other users; run: chmod 600 {0}")]
     Permissions(PathBuf),
+    /// The file or its directory belongs to another user, or others may
+    /// write to the directory (they could swap the file).
+    #[error("identity {0}: {1}")]
+    Unsafe(PathBuf, &'static str),
 }
 
 /// The default identity path: `$XDG_DATA_HOME/ferry/identity`.
@@ -48,35 +52,73 @@ pub fn load_or_create(path: &Path) -> Result<(Identity, bool), IdentityError> {
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err)?;
+        check_dir(path)?;
     }
     let identity = Identity::generate(&mut rand::rng());
-    let mut f = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(f) => f,
-        // Made by a concurrent `ferry` a moment ago: use that one.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return load(path).map(|id| (id, false)),
-        Err(e) => return Err(io_err(e)),
-    };
-    let body = format!("{HEADER}{}\n", hex::encode(identity.secret_bytes()));
+    let mut f =
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path) {
+            Ok(f) => f,
+            // Made by a concurrent `ferry` a moment ago: use that one.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return load(path).map(|id| (id, false)),
+            Err(e) => return Err(io_err(e)),
+        };
+    let body = zeroize::Zeroizing::new(format!("{HEADER}{}\n", hex::encode(identity.secret_bytes())));
     f.write_all(body.as_bytes()).and_then(|()| f.sync_all()).map_err(io_err)?;
     Ok((identity, true))
 }
 
 /// Load an existing identity.
+///
+/// The file must be a regular file (no symlink is followed), owned by this
+/// user and readable by no one else, in a directory owned by this user (or
+/// root) that no one else may write to. The secret's text is wiped once read.
 pub fn load(path: &Path) -> Result<Identity, IdentityError> {
+    use std::os::unix::fs::MetadataExt;
     let io_err = |source| IdentityError::Io { path: path.to_owned(), source };
-    let f = OpenOptions::new().read(true).open(path).map_err(io_err)?;
-    let mode = f.metadata().map_err(io_err)?.permissions().mode();
-    if mode & 0o077 != 0 {
+    let unsafe_file = |why| IdentityError::Unsafe(path.to_owned(), why);
+    check_dir(path)?;
+    let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            unsafe_file("is a symbolic link; point --identity at the file itself")
+        } else {
+            io_err(e)
+        }
+    })?;
+    let meta = f.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(unsafe_file("is not a regular file"));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(unsafe_file("belongs to another user"));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
         return Err(IdentityError::Permissions(path.to_owned()));
     }
-    let mut text = String::new();
+    let mut text = zeroize::Zeroizing::new(String::new());
     f.take(256).read_to_string(&mut text).map_err(|_| IdentityError::Malformed(path.to_owned()))?;
     let hex_part = text.strip_prefix(HEADER).map(str::trim).ok_or_else(|| IdentityError::Malformed(path.to_owned()))?;
-    let bytes: [u8; 32] = hex::decode(hex_part)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| IdentityError::Malformed(path.to_owned()))?;
-    Ok(Identity::from_secret_bytes(bytes))
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_part, &mut bytes[..]).map_err(|_| IdentityError::Malformed(path.to_owned()))?;
+    Ok(Identity::from_secret_bytes(*bytes))
+}
+
+/// The identity's directory: owned by this user (or root, like `/`) and
+/// writable by no one else, so nobody can swap the file.
+fn check_dir(path: &Path) -> Result<(), IdentityError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
+    let meta = fs::metadata(dir).map_err(|source| IdentityError::Io { path: dir.to_owned(), source })?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(IdentityError::Unsafe(dir.to_owned(), "the directory belongs to another user"));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(IdentityError::Unsafe(
+            dir.to_owned(),
+            "others may write to the directory (they could replace the identity); run: chmod go-w on it",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
