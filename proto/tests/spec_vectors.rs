@@ -274,3 +274,19 @@ fn small_frame_text_capacity_is_as_specified() {
     assert_eq!(envelope::fixed_overhead(Kind::Contact), 90);
     assert_eq!(envelope::fixed_overhead(Kind::FirstContact), 130);
 }
+
+/// Conformance (issue 12): the hop budget SPEC §3.2 tells a second implementation to draw is the one the
+/// code draws (SPEC once said `[8, 12]` while the code drew 112–127).
+#[test]
+fn spec_states_the_hop_budget_the_code_draws() {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/SPEC.md")).expect("SPEC.md");
+    let line = spec.lines().find(|l| l.starts_with("- **Hop budget**")).expect("the hop budget rule");
+    let range = line.split("uniformly from `[").nth(1).and_then(|r| r.split("]`").next()).expect("a range");
+    let (lo, hi) = range.split_once(", ").expect("[lo, hi]");
+    let (lo, hi): (u8, u8) = (lo.parse().expect("lo"), hi.parse().expect("hi"));
+    assert_eq!(
+        (lo, hi),
+        (ferry_proto::wire::HOPS_MIN, ferry_proto::wire::HOPS_MIN + ferry_proto::wire::HOPS_SPREAD),
+        "SPEC §3.2: {line}"
+    );
+}
