@@ -290,3 +290,27 @@ fn spec_states_the_hop_budget_the_code_draws() {
         "SPEC §3.2: {line}"
     );
 }
+
+/// Conformance (issue 12): the receipt vector is one a recipient could send: its level (byte 1) is at most
+/// the hop budget of the first-contact message it answers (a recipient's level is the budget its copy
+/// arrived with, SPEC §5). It once said 12 for a message sent with 10.
+#[test]
+fn the_receipt_vector_answers_its_message_at_a_possible_level() {
+    let pinned = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/ferry-v1.txt")).unwrap();
+    let value = |section: &str, name: &str| -> Vec<u8> {
+        let start = pinned.find(section).expect("section");
+        let rest = &pinned[start..];
+        let at = rest.find(&format!("\n{name} ")).expect("field") + 1;
+        let mut hexs = String::new();
+        for (i, line) in rest[at..].lines().enumerate() {
+            if i > 0 && !line.starts_with(' ') {
+                break;
+            }
+            hexs.push_str(line.trim_start_matches(name).trim());
+        }
+        hex::decode(hexs).expect("hex")
+    };
+    let frame = value("## first-contact message", "frame");
+    let receipt = value("## receipt for the first-contact message", "receipt");
+    assert!(receipt[1] <= frame[1], "receipt level {} above the message's hops {}", receipt[1], frame[1]);
+}
