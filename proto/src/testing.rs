@@ -152,6 +152,8 @@ pub struct Net {
     pub sent: BTreeMap<(usize, usize), (u64, u64)>,
     /// Every message frame that crossed a wire (for replay tests).
     pub captured: Vec<Vec<u8>>,
+    /// Every message frame sent: (from, to, id).
+    pub message_log: Vec<(usize, usize, MessageId)>,
     /// When each receipt frame was sent, and by whom.
     pub receipts_sent: Vec<(Instant, usize)>,
     /// The Unix time senders stamp on texts.
@@ -171,6 +173,7 @@ impl Net {
             events: Vec::new(),
             sent: BTreeMap::new(),
             captured: Vec::new(),
+            message_log: Vec::new(),
             receipts_sent: Vec::new(),
             unix: 1_800_000_000,
         }
@@ -309,7 +312,12 @@ impl Net {
                 }
                 let bytes = buf[..t.len].to_vec();
                 match wire::classify(&bytes) {
-                    Ok(Kind::Contact | Kind::FirstContact) => self.captured.push(bytes.clone()),
+                    Ok(Kind::Contact | Kind::FirstContact) => {
+                        if let Ok(m) = crate::wire::MessageFrame::new_checked(&bytes[..]) {
+                            self.message_log.push((n, peer, m.id()));
+                        }
+                        self.captured.push(bytes.clone());
+                    }
                     Ok(Kind::Receipt) => self.receipts_sent.push((now, n)),
                     _ => {}
                 }

@@ -933,3 +933,51 @@ fn fresh_hellos_on_a_validated_link_get_no_amplification() {
     let sent = net.sent.get(&(r, peer)).map_or(0, |s| s.1) - before;
     assert!(sent <= 3 * received, "sent {sent} bytes on the link for {received} bytes of hellos");
 }
+
+/// Issue 12 (SPEC §6.4/§6.5 disagreed): on a point-to-point link a node never pushes a message back on
+/// the link it came in on, whether it came before the link was validated, in the first summary round or
+/// later. (Broadcast links still rebroadcast on the link a frame came from: that is how a radio relays.)
+#[test]
+fn a_message_never_goes_back_on_the_point_to_point_link_it_came_from() {
+    let mut net = Net::new(46);
+    let a = net.endpoint();
+    let r = net.relay(Config::DEFAULT);
+    let b = net.endpoint();
+    // A sends before its link to R is even up, then at once, then later; B comes much later.
+    let early: Vec<MessageId> = (0..3).map(|i| net.send(a, b, &format!("early {i}"))).collect();
+    net.connect(a, r);
+    let first: Vec<MessageId> = (0..3).map(|i| net.send(a, b, &format!("first {i}"))).collect();
+    net.run_for(secs(40));
+    let later: Vec<MessageId> = (0..3).map(|i| net.send(a, b, &format!("later {i}"))).collect();
+    net.run_for(secs(40));
+    net.connect(r, b);
+    net.run_for(secs(20));
+    assert_eq!(net.received(b).len(), 9);
+    let ids: Vec<MessageId> = early.iter().chain(&first).chain(&later).copied().collect();
+    let back: Vec<_> = net.message_log.iter().filter(|(from, to, _)| *from == r && *to == a).collect();
+    assert!(back.is_empty(), "R sent {} message frames back to A ({} of A's): {back:?}", back.len(), ids.len());
+}
+
+/// The same when the frame comes before the link is validated (a peer that sends at once after its
+/// hello, as a second implementation did): R must not offer or push it back in the first summary round.
+#[test]
+fn a_frame_from_before_validation_does_not_go_back_either() {
+    // A frame to carry: made in one network, carried into another.
+    let mut net = Net::new(47);
+    let (a, b, _, _) = net.two_contacts();
+    net.connect(a, b);
+    net.send(a, b, "made elsewhere");
+    net.run_for(secs(2));
+    let frame = net.captured[0].clone();
+    let id = MessageFrame::new_checked(&frame[..]).unwrap().id();
+
+    let mut net = Net::new(48);
+    let peer = net.endpoint();
+    let r = net.relay(Config::DEFAULT);
+    net.connect(peer, r);
+    // Before any hello has crossed: the frame arrives on R's link from the peer.
+    let _ = net.inject(r, peer, &frame);
+    net.run_for(secs(40));
+    let back = net.message_log.iter().filter(|(from, to, m)| *from == r && *to == peer && *m == id).count();
+    assert_eq!(back, 0, "R sent the frame back to the peer it came from ({back} times)");
+}
