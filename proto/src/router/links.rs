@@ -318,7 +318,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             Item::Message(id) => {
                 let SeenState::Held(slot) = self.seen.get(&id)?.state else { return None };
                 let meta = *self.meta(slot)?;
-                if meta.peer_has & bit != 0 && !self.links.get(li)?.as_ref()?.caps.broadcast {
+                let link = self.links.get(li)?.as_ref()?;
+                // On a point-to-point link, never back to where it came
+                // from (SPEC §6.4), whatever the link's summaries said; a
+                // broadcast link rebroadcasts on the link it heard it on.
+                if !link.caps.broadcast && (meta.peer_has & bit != 0 || meta.origin == Origin::Link(link.id)) {
                     return None;
                 }
                 let held = now.saturating_since(meta.arrived).as_secs_ceil();
