@@ -737,3 +737,40 @@ fn chat_handles_lines_that_come_together() {
     assert!(status.success(), "chat exit status {status:?}");
     chat.expect("message #2 queued", DELIVERY);
 }
+
+/// Issue 12: `ferry chat --socket PATH` attaches only to a daemon run by the same user. A listener another
+/// user runs (here: a real `ferry daemon` as uid 65534) is refused with a clear message, and nothing typed
+/// reaches it.
+#[test]
+fn chat_refuses_a_socket_another_user_runs() {
+    if !nix::unistd::geteuid().is_root() {
+        let reason = "needs root to run a daemon as another user";
+        assert!(!ferry_tests::is_ci(), "{reason}");
+        ferry_tests::skip_unless(false, reason);
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).expect("mkdir");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let sock = theirs.join("d.sock");
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(["daemon", "--ephemeral", "--no-mdns", "--listen", &free_udp_addr(3).to_string()]);
+    cmd.args(["--socket", &sock.display().to_string()]);
+    cmd.env("HOME", &theirs).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    cmd.uid(65534).gid(65534);
+    let mut d = Proc::spawn("their daemon", cmd);
+    assert!(eventually(Duration::from_secs(10), || sock.exists()), "their daemon made no socket: {}", d.stderr());
+    let mut args = loopback_args(free_udp_addr(1), &[]);
+    args.extend(["--socket".to_owned(), sock.display().to_string()]);
+    let mut chat = ferry_tests::Chat::spawn("chat", &args);
+    let status = chat.proc.wait_exit(Duration::from_secs(10));
+    let err = chat.proc.stderr();
+    assert!(status.is_some_and(|s| !s.success()), "the chat did not refuse: {status:?} {:?}", chat.seen);
+    assert!(err.contains("another user"), "the refusal should say why: {err}");
+    assert!(!chat.seen.iter().any(|l| l.contains("attached")), "attached to another user's daemon: {:?}", chat.seen);
+    let _ = d.try_exit();
+}
