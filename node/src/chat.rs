@@ -252,11 +252,47 @@ impl<W: AsyncWrite + Unpin> Client<W> {
     }
 }
 
+/// Attach only to a daemon of this user: the socket, its directory and the
+/// process at the other end must all be ours. Anything else could show a
+/// stranger's code as "your code" and take the user's texts (issue 12).
+fn trusted_daemon(path: &std::path::Path, stream: &UnixStream) -> Result<(), AppError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let refuse = |why: String| {
+        Err(AppError::Message(format!(
+            "the daemon socket {} {why}: not attaching (it could show another code as yours and read what you \
+             type). Use your own daemon's socket, or no --socket",
+            path.display()
+        )))
+    };
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.uid() != me {
+        return refuse(format!("belongs to another user (uid {})", meta.uid()));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let d = std::fs::metadata(dir)?;
+        if d.uid() != me || d.permissions().mode() & 0o022 != 0 {
+            return refuse("is in a directory another user owns or may write to".to_owned());
+        }
+    }
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == me => Ok(()),
+        Ok(cred) => refuse(format!("is served by another user (uid {})", cred.uid())),
+        Err(e) => refuse(format!("does not say who serves it ({e})")),
+    }
+}
+
 /// Run the chat.
 pub async fn run(cli: &Cli) -> Result<(), AppError> {
     // Attach to a daemon if one answers; else run our own node.
     let attached = match app::socket_path(cli) {
-        Ok(path) => UnixStream::connect(&path).await.ok(),
+        Ok(path) => match UnixStream::connect(&path).await {
+            Ok(stream) => {
+                trusted_daemon(&path, &stream)?;
+                Some(stream)
+            }
+            Err(_) => None,
+        },
         Err(_) => None,
     };
     match attached {

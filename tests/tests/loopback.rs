@@ -773,4 +773,24 @@ fn chat_refuses_a_socket_another_user_runs() {
     assert!(err.contains("another user"), "the refusal should say why: {err}");
     assert!(!chat.seen.iter().any(|l| l.contains("attached")), "attached to another user's daemon: {:?}", chat.seen);
     let _ = d.try_exit();
+
+    // Our own daemon, in our own 0700 directory: the chat attaches.
+    let ours = dir.path().join("ours");
+    std::fs::create_dir(&ours).expect("mkdir");
+    std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let sock = ours.join("d.sock");
+    let daemon_args: Vec<String> = ["daemon", "--ephemeral", "--no-mdns", "--listen", &free_udp_addr(4).to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--socket".to_owned(), sock.display().to_string()])
+        .collect();
+    let mut mine = Proc::ferry("our daemon", &daemon_args);
+    assert!(eventually(Duration::from_secs(10), || sock.exists()), "our daemon made no socket: {}", mine.stderr());
+    let mut args = loopback_args(free_udp_addr(1), &[]);
+    args.extend(["--socket".to_owned(), sock.display().to_string()]);
+    let mut chat = ferry_tests::Chat::spawn("chat 2", &args);
+    chat.expect("attached to the running ferry daemon", DELIVERY);
+    chat.send("/quit");
+    assert!(chat.proc.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let _ = mine.try_exit();
 }
