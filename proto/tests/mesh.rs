@@ -981,3 +981,29 @@ fn a_frame_from_before_validation_does_not_go_back_either() {
     let back = net.message_log.iter().filter(|(from, to, m)| *from == r && *to == peer && *m == id).count();
     assert_eq!(back, 0, "R sent the frame back to the peer it came from ({back} times)");
 }
+
+/// Issue 12: the first-contact budget (trial decryptions, one X25519 each) holds per node, not only per
+/// link: with a bucket per link, six links bought six times the work (and links from many source ports,
+/// many times more). Here B tries 2 a second per link; six strangers' links flood it for 10 s.
+#[test]
+fn the_first_contact_budget_holds_per_node() {
+    let mut net = Net::new(50);
+    let b = net.endpoint();
+    let flooders: Vec<usize> = (0..6).map(|_| net.endpoint()).collect();
+    for &f in &flooders {
+        net.connect(f, b);
+    }
+    net.run_for(secs(1));
+    net.ep(b).set_first_contact_rate(2);
+    for round in 0..5 {
+        for &f in &flooders {
+            for i in 0..16 {
+                let _ = net.try_send(f, b, &format!("knock {round} {i}"));
+            }
+        }
+        net.run_for(secs(2));
+    }
+    let opened = net.received(b).len();
+    // Per node: 2 x 2 a second over 10 s, plus the buckets' first fill (the node's and each link's).
+    assert!(opened <= 4 * 10 + 4 + 6 * 2, "{opened} first contacts opened in 10 s");
+}
