@@ -69,6 +69,8 @@ fn push_str<const N: usize>(dst: &mut String<N>, s: &str) -> bool {
 impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize>
     Endpoint<Rt, C, TAGS, OUT, REPLAY>
 {
+    /// Take one first-contact trial token for `link`, if both its bucket
+    /// and the node's have one.
     pub(super) fn take_trial_token(&mut self, now: Instant, link: LinkId) -> bool {
         let i = match self.trial_buckets.iter().position(|(l, _, _)| *l == link) {
             Some(i) => i,
@@ -80,17 +82,19 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 self.trial_buckets.len().saturating_sub(1)
             }
         };
-        let Some((_, tokens, at)) = self.trial_buckets.get_mut(i) else { return false };
         let rate = self.trial_rate;
-        let add = now.saturating_since(*at).as_millis().saturating_mul(u64::from(rate)) / 1000;
-        if add > 0 {
-            *tokens = u32::try_from(u64::from(*tokens).saturating_add(add)).unwrap_or(u32::MAX).min(rate);
-            *at = now;
-        }
-        if *tokens == 0 {
+        let node_rate = rate.saturating_mul(2);
+        let (node_tokens, node_at) = &mut self.trial_node;
+        refill(node_tokens, node_at, now, node_rate);
+        let Some((_, tokens, at)) = self.trial_buckets.get_mut(i) else { return false };
+        refill(tokens, at, now, rate);
+        // Both budgets: the link's (one neighbour cannot take it all) and
+        // the node's (many links, or source ports, cannot multiply it).
+        if *tokens == 0 || self.trial_node.0 == 0 {
             return false;
         }
         *tokens = tokens.saturating_sub(1);
+        self.trial_node.0 = self.trial_node.0.saturating_sub(1);
         true
     }
 
@@ -447,4 +451,14 @@ pub(super) fn drop_partial(slot: &mut Option<Partial>) {
         }
     }
     *slot = None;
+}
+
+/// Add to a token bucket what `rate` a second has earned since `at`, up to
+/// `rate` (a second's worth).
+fn refill(tokens: &mut u32, at: &mut Instant, now: Instant, rate: u32) {
+    let add = now.saturating_since(*at).as_millis().saturating_mul(u64::from(rate)) / 1000;
+    if add > 0 {
+        *tokens = u32::try_from(u64::from(*tokens).saturating_add(add)).unwrap_or(u32::MAX).min(rate);
+        *at = now;
+    }
 }

@@ -240,6 +240,9 @@ pub struct Endpoint<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: u
     trials: Deque<(LinkId, MessageId), PENDING_TRIALS>,
     receipts: Vec<(Instant, MessageId, [u8; RECEIPT_SECRET_LEN]), PENDING_RECEIPTS>,
     trial_rate: u32,
+    /// The node-wide trial bucket: (tokens, last refill), at twice the
+    /// per-link rate.
+    trial_node: (u32, Instant),
     trial_buckets: Vec<(LinkId, u32, Instant), TRIAL_LINKS>,
     /// Long texts being put together, in fixed slots: a slot is wiped
     /// where it is when its text is done or abandoned (a `Vec` would move
@@ -302,6 +305,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             trials: Deque::new(),
             receipts: Vec::new(),
             trial_rate: FIRST_CONTACT_RATE,
+            trial_node: (FIRST_CONTACT_RATE.saturating_mul(2), Instant::ZERO),
             trial_buckets: Vec::new(),
             partials: [const { None }; PARTIALS],
             events: Deque::new(),
@@ -360,7 +364,9 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
 
     /// Set the first-contact trial decryptions allowed per second per link
     /// (default [`FIRST_CONTACT_RATE`], sized for a radio neighbour; a LAN
-    /// host can afford more: each costs one X25519).
+    /// host can afford more: each costs one X25519). The node as a whole
+    /// allows twice that, however many links (or source ports) bring them
+    /// (SPEC §4.7).
     pub fn set_first_contact_rate(&mut self, per_sec: u32) {
         self.trial_rate = per_sec.max(1);
     }
@@ -436,6 +442,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         while budget > 0 && !self.events.is_full() {
             budget = budget.saturating_sub(1);
             let Some((link, id)) = self.trials.pop_front() else { break };
+            // A message gone meanwhile (expired, evicted) costs no token.
+            if self.router.message_bytes(&id).is_none() {
+                continue;
+            }
             if !self.take_trial_token(now, link) {
                 let _ = self.trials.push_back((link, id));
                 continue;
@@ -499,6 +509,16 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
                 if t == Instant::ZERO {
                     break;
                 }
+            }
+            // And the node's bucket must have a token too.
+            let (node_tokens, node_at) = self.trial_node;
+            if node_tokens == 0 {
+                let node_rate = rate.saturating_mul(2);
+                let node_interval = Duration::from_millis(
+                    1000u64.saturating_add(node_rate.saturating_sub(1)).checked_div(node_rate).unwrap_or(1),
+                );
+                let ready = node_at.saturating_add(node_interval);
+                soon = soon.map(|s| s.max(ready));
             }
             match (r, soon) {
                 (Some(a), Some(b)) => Some(a.min(b)),
