@@ -474,7 +474,44 @@ fn bench_router(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_x25519, bench_seal_open, bench_not_for_me, bench_router);
+/// The strangers' rate limiter (issue 12): the time of one verdict for a
+/// text from a new stranger, after 1,000, 10,000 and 100,000 strangers were
+/// seen. It must stay flat (a fixed table with two places per sender), where
+/// the old limiter's `retain` over every stranger grew with them.
+fn bench_policy(c: &mut Criterion) {
+    use ferry_proto::endpoint::policy::Policy;
+    let mut g = c.benchmark_group("policy");
+    // Distinct keys: public keys of consecutive secrets.
+    let keys: Vec<_> = (0u32..101_000)
+        .map(|i| {
+            let mut s = [7u8; 32];
+            s[..4].copy_from_slice(&i.to_le_bytes());
+            Identity::from_secret_bytes(s).public()
+        })
+        .collect();
+    for seen in [1_000usize, 10_000, 100_000] {
+        let mut p = Policy::new();
+        // No cap on all strangers together: every text goes through the
+        // per-sender table (the cap would refuse them before it, in O(1)).
+        p.set_stranger_rate(5, u32::MAX);
+        let mut now = Instant::from_millis(1);
+        for k in &keys[..seen] {
+            black_box(p.verdict(now, k, false));
+        }
+        let fresh = &keys[100_000..];
+        let mut i = 0usize;
+        g.bench_function(format!("stranger_after_{seen}"), |bench| {
+            bench.iter(|| {
+                i = (i + 1) % fresh.len();
+                now = now.saturating_add(ferry_proto::Duration::from_millis(1));
+                black_box(p.verdict(now, &fresh[i], false))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_x25519, bench_seal_open, bench_not_for_me, bench_router, bench_policy);
 
 fn main() {
     // `--list` (test runners enumerating benchmarks) must print only the list.
