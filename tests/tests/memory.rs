@@ -305,3 +305,37 @@ fn a_person_keeps_a_shown_text_only_where_the_api_handed_it_out() {
     assert!(kept > 0, "the control (a contact name B keeps) was not found: the search does not see B's memory");
     assert!(leftovers.is_empty(), "{} copies of shown texts outside the API's lines", leftovers.len());
 }
+
+/// The identity's secret (issue 12, "files"): a node holds it as 32 bytes for as long as it runs, but the
+/// hex text of the file (64 characters) must not stay in its memory, neither after making the file nor
+/// after reading it back: every buffer that held the text is wiped, including ones a growing `String`
+/// left behind.
+#[test]
+fn the_identity_secret_is_not_left_in_memory_as_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("identity");
+    let args = ["--identity", path.to_str().expect("utf-8 path"), "--no-mdns", "--listen", "127.0.0.1:0"].map(str::to_owned);
+    for run in ["made", "read back"] {
+        let mut n = Node::rpc("N", &args);
+        n.code();
+        if let Err(e) = dump(n.proc.pid()) {
+            let reason = format!("cannot read the node's memory through /proc/PID/mem ({e}): needs ptrace rights");
+            assert!(!is_ci(), "{reason}");
+            skip_unless(false, &reason);
+            return;
+        }
+        let text = std::fs::read_to_string(&path).expect("read the identity file");
+        let hex = text.lines().last().expect("the secret's line").trim().to_owned();
+        assert_eq!(hex.len(), 64, "the identity file's last line is the secret in hex: {text:?}");
+        let secret: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect();
+        let memory = dump(n.proc.pid()).expect("dump");
+        // The control: the secret itself, which the node needs.
+        let raw = memory.windows(32).filter(|w| *w == secret.as_slice()).count();
+        assert!(raw > 0, "the secret's 32 bytes were not found: the search does not see the node's memory");
+        // Any half of the hex text (a partial copy counts too).
+        let copies: usize =
+            [&hex[..32], &hex[32..]].iter().map(|h| memory.windows(32).filter(|w| *w == h.as_bytes()).count()).sum();
+        n.shutdown(Duration::from_secs(10));
+        assert_eq!(copies, 0, "identity {run}: {copies} copies of the secret's hex text in the node's memory");
+    }
+}
