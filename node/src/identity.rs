@@ -62,8 +62,15 @@ pub fn load_or_create(path: &Path) -> Result<(Identity, bool), IdentityError> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return load(path).map(|id| (id, false)),
             Err(e) => return Err(io_err(e)),
         };
-    let body = zeroize::Zeroizing::new(format!("{HEADER}{}\n", hex::encode(identity.secret_bytes())));
-    f.write_all(body.as_bytes()).and_then(|()| f.sync_all()).map_err(io_err)?;
+    // The text is built in one fixed buffer that is wiped on drop: no
+    // `String` (which could leave copies behind as it grows) ever holds it.
+    let mut body = zeroize::Zeroizing::new([0u8; HEADER.len() + 65]);
+    body[..HEADER.len()].copy_from_slice(HEADER.as_bytes());
+    let secret = zeroize::Zeroizing::new(identity.secret_bytes());
+    hex::encode_to_slice(&secret[..], &mut body[HEADER.len()..HEADER.len() + 64])
+        .map_err(|_| IdentityError::Malformed(path.to_owned()))?;
+    body[HEADER.len() + 64] = b'\n';
+    f.write_all(&body[..]).and_then(|()| f.sync_all()).map_err(io_err)?;
     Ok((identity, true))
 }
 
@@ -77,7 +84,7 @@ pub fn load(path: &Path) -> Result<Identity, IdentityError> {
     let io_err = |source| IdentityError::Io { path: path.to_owned(), source };
     let unsafe_file = |why| IdentityError::Unsafe(path.to_owned(), why);
     check_dir(path)?;
-    let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|e| {
+    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
             unsafe_file("is a symbolic link; point --identity at the file itself")
         } else {
@@ -94,9 +101,25 @@ pub fn load(path: &Path) -> Result<Identity, IdentityError> {
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(IdentityError::Permissions(path.to_owned()));
     }
-    let mut text = zeroize::Zeroizing::new(String::new());
-    f.take(256).read_to_string(&mut text).map_err(|_| IdentityError::Malformed(path.to_owned()))?;
-    let hex_part = text.strip_prefix(HEADER).map(str::trim).ok_or_else(|| IdentityError::Malformed(path.to_owned()))?;
+    // Read into one fixed buffer, wiped on drop (a `String` that grows
+    // while reading leaves unwiped copies of the secret's text behind).
+    let mut text = zeroize::Zeroizing::new([0u8; 256]);
+    let mut len = 0;
+    loop {
+        match f.read(&mut text[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        if len == text.len() {
+            return Err(IdentityError::Malformed(path.to_owned()));
+        }
+    }
+    let hex_part = text[..len]
+        .strip_prefix(HEADER.as_bytes())
+        .map(<[u8]>::trim_ascii)
+        .ok_or_else(|| IdentityError::Malformed(path.to_owned()))?;
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(hex_part, &mut bytes[..]).map_err(|_| IdentityError::Malformed(path.to_owned()))?;
     Ok(Identity::from_secret_bytes(*bytes))

@@ -314,7 +314,8 @@ fn a_person_keeps_a_shown_text_only_where_the_api_handed_it_out() {
 fn the_identity_secret_is_not_left_in_memory_as_text() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("identity");
-    let args = ["--identity", path.to_str().expect("utf-8 path"), "--no-mdns", "--listen", "127.0.0.1:0"].map(str::to_owned);
+    let args =
+        ["--identity", path.to_str().expect("utf-8 path"), "--no-mdns", "--listen", "127.0.0.1:0"].map(str::to_owned);
     for run in ["made", "read back"] {
         let mut n = Node::rpc("N", &args);
         n.code();
