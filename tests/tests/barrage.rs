@@ -226,3 +226,87 @@ fn junk_barrage_from_a_stranger() {
     assert!(counted >= (DATAGRAMS / 2) as u64, "only {counted} of {DATAGRAMS} junk datagrams were counted as refused");
     assert!(after["held"].as_u64() <= Some(2048 + 1024), "held beyond the store: {after}");
 }
+
+/// Issue 12, "notification backlog": an API client that stops reading must not let a remote sender grow
+/// the node. Each text here is 4,096 control characters, which the `received` line carries escaped
+/// (about 24 KiB); 1,000 of them queued for the stalled client would be about 24 MiB. The backlog is
+/// bounded in bytes (SPEC/README: 4 MiB), so the node grows by less than 8 MiB, and a client that reads
+/// is still told everything.
+#[test]
+fn a_stalled_api_client_costs_bounded_memory() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    const TEXTS: usize = 1000;
+    const BATCH: usize = 100;
+    const GROWTH_LIMIT_KIB: u64 = 8 * 1024;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let sock = dir.path().join("d.sock");
+    let (pa, pb) = (free_udp_addr(1), free_udp_addr(2));
+    let mut args = vec!["daemon".to_owned()];
+    args.extend(loopback_args(pb, &[pa]));
+    args.extend(["--socket".to_owned(), sock.display().to_string()]);
+    let b = ferry_tests::Proc::ferry("B", &args);
+    assert!(eventually(Duration::from_secs(10), || sock.exists()), "no daemon socket: {}", b.stderr());
+    let call = |req: serde_json::Value| -> serde_json::Value {
+        let mut s = UnixStream::connect(&sock).expect("connect");
+        s.write_all(format!("{req}\n").as_bytes()).expect("write");
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).expect("read");
+        serde_json::from_str(&line).expect("JSON")
+    };
+    let identity = call(json!({"jsonrpc": "2.0", "id": 1, "method": "identity"}));
+    let code_b = identity["result"]["code"].as_str().expect("B's code").to_owned();
+    let mut a = Node::rpc("A", &loopback_args(pa, &[pb]));
+    // Contacts both ways, so that B keeps each long text whole however the parts interleave.
+    let code_a = a.code();
+    a.ok("contacts.add", json!({"name": "bob", "code": code_b}));
+    let added =
+        call(json!({"jsonrpc": "2.0", "id": 2, "method": "contacts.add", "params": {"name": "alice", "code": code_a}}));
+    assert!(added.get("result").is_some(), "{added}");
+
+    let text: String = (0..4096).map(|i| char::from(1 + (i % 30) as u8)).collect();
+    let send_batch = |a: &mut Node, n: usize| {
+        let ids: Vec<String> = (0..n).map(|_| a.send(&code_b, &text)).collect();
+        for id in &ids {
+            a.wait_delivered(id, DELIVERY * 5);
+        }
+    };
+    // Warm up B's tables, then take its size.
+    send_batch(&mut a, BATCH);
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before = b.rss_kib().expect("B's VmRSS");
+
+    // Two clients: one stops reading at once, the other reads everything.
+    let _stalled = UnixStream::connect(&sock).expect("connect the stalled client");
+    let reader = UnixStream::connect(&sock).expect("connect the reading client");
+    let counted = std::thread::spawn(move || {
+        let (mut received, mut lagged) = (0usize, 0usize);
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            received += usize::from(line.contains("\"method\":\"received\""));
+            lagged += usize::from(line.contains("\"method\":\"lagged\""));
+            if received == TEXTS {
+                break;
+            }
+        }
+        (received, lagged)
+    });
+    for _ in 0..TEXTS / BATCH {
+        send_batch(&mut a, BATCH);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = b.rss_kib().expect("B's VmRSS");
+    let (received, lagged) = counted.join().expect("the reading client");
+    eprintln!(
+        "B's RSS {rss_before} -> {rss_after} KiB with a stalled client; the reader got {received} texts, {lagged} lag notices"
+    );
+    assert_eq!((received, lagged), (TEXTS, 0), "the client that reads must get every text");
+    assert!(
+        rss_after.saturating_sub(rss_before) < GROWTH_LIMIT_KIB,
+        "a stalled client let {TEXTS} texts grow B by {} KiB",
+        rss_after - rss_before
+    );
+}
