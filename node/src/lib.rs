@@ -15,6 +15,7 @@ pub mod identity;
 pub mod link;
 pub mod mdns;
 pub mod node;
+pub mod notes;
 pub mod rpc;
 pub mod sanitize;
 pub mod serial;

@@ -6,11 +6,11 @@
 //! skipped; malformed JSON, unknown methods and bad parameters get the
 //! standard error codes. Nothing a client sends can stop the node.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::notes;
 
 use crate::node::Handle;
 
@@ -133,11 +133,7 @@ pub async fn answer(handle: &Handle, line: &[u8]) -> Option<Value> {
 
 /// The writer: responses from `out`, notifications from `notes`, one line
 /// each, until `out` closes (the reader finished) or the output fails.
-async fn write_out<W: AsyncWrite + Unpin>(
-    writer: W,
-    mut out: mpsc::Receiver<String>,
-    mut notes: broadcast::Receiver<Arc<str>>,
-) {
+async fn write_out<W: AsyncWrite + Unpin>(writer: W, mut out: mpsc::Receiver<String>, mut notes: notes::Receiver) {
     let mut w = BufWriter::with_capacity(64 * 1024, writer);
     let mut notes_open = true;
     loop {
@@ -149,11 +145,11 @@ async fn write_out<W: AsyncWrite + Unpin>(
             },
             n = notes.recv(), if notes_open => match n {
                 Ok(n) => Some(n.to_string()),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Err(notes::RecvError::Lagged(missed)) => {
                     tracing::warn!("a slow API client missed {missed} notifications");
                     Some(json!({"jsonrpc": "2.0", "method": "lagged", "params": {"missed": missed}}).to_string())
                 }
-                Err(broadcast::error::RecvError::Closed) => {
+                Err(notes::RecvError::Closed) => {
                     notes_open = false;
                     None
                 }
@@ -205,8 +201,8 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> std
 ///
 /// One task writes everything, through a buffer that is flushed whenever
 /// nothing else is ready: under load many lines go out in one write. A
-/// client that reads too slowly to keep up with [`crate::node::NOTE_BACKLOG`]
-/// notifications is told how many it missed (a `lagged` notification)
+/// client that reads too slowly to keep up with the backlog
+/// ([`notes::NOTE_BACKLOG`] lines, [`notes::NOTE_BACKLOG_BYTES`] bytes) is told how many it missed (a `lagged` notification)
 /// rather than silently losing them or growing the node without bound.
 pub async fn serve<R, W>(mut reader: R, writer: W, handle: Handle)
 where

@@ -2,7 +2,6 @@
 //! over an in-memory network: no sockets, a few milliseconds per message.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_node::book::Book;
@@ -10,7 +9,7 @@ use ferry_node::link::{Link, MemNet};
 use ferry_node::node::{Handle, Mode, Options, spawn_on};
 use ferry_proto::envelope::Identity;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 /// Run `f` on a thread with room for the routers (built on the stack
 /// before they are boxed).
@@ -26,7 +25,7 @@ fn opts(peers: Vec<SocketAddr>) -> Options {
     Options { listen: None, peers, mdns: false, store_kib: None, serial: Vec::new() }
 }
 
-async fn note(rx: &mut broadcast::Receiver<Arc<str>>, method: &str, within: Duration) -> Option<Value> {
+async fn note(rx: &mut ferry_node::notes::Receiver, method: &str, within: Duration) -> Option<Value> {
     tokio::time::timeout(within, async {
         loop {
             let line = rx.recv().await.ok()?;

@@ -26,7 +26,9 @@ use ferry_proto::link::table::Origin;
 use ferry_proto::router::LinkCaps;
 use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, MessageId};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::notes;
 use tokio::time::Instant as TokioInstant;
 
 use self::peers::{Links, PeerAddr};
@@ -51,9 +53,6 @@ const TICK: StdDuration = StdDuration::from_millis(500);
 const SCRUB_DELAY: StdDuration = StdDuration::from_millis(20);
 /// Datagrams sent in one batch by `flush`.
 const FLUSH_BATCH: usize = 256;
-/// Notifications kept for API clients that read slowly; one that falls
-/// further behind is told how many it missed.
-pub const NOTE_BACKLOG: usize = 16 * 1024;
 /// Requests handled before the node sends what they produced: under load,
 /// many sends leave in one batch.
 const REQUEST_BATCH: usize = 64;
@@ -102,7 +101,7 @@ pub struct Request {
 #[derive(Debug, Clone)]
 pub struct Handle {
     requests: mpsc::Sender<Request>,
-    notes: broadcast::Sender<Arc<str>>,
+    notes: notes::Subscriber,
 }
 
 impl Handle {
@@ -135,7 +134,7 @@ impl Handle {
 
     /// Subscribe to notifications (JSON-RPC notification objects, one line
     /// each, without the newline).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+    pub fn subscribe(&self) -> notes::Receiver {
         self.notes.subscribe()
     }
 }
@@ -153,7 +152,7 @@ struct State {
     /// When the stack must be scrubbed (the core ran since the last scrub).
     scrub_at: Option<TokioInstant>,
     statics: Vec<SocketAddr>,
-    notes: broadcast::Sender<Arc<str>>,
+    notes: notes::Sender,
     /// Ids of messages sent, to say which are still undelivered.
     pending: HashMap<MessageId, DeliveryState>,
     /// mDNS instances and their addresses (one node each).
@@ -297,7 +296,7 @@ impl State {
 
     fn note(&self, method: &str, params: Value) {
         let line = json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string();
-        let _ = self.notes.send(Arc::from(line));
+        self.notes.send(Arc::from(line));
     }
 
     /// Handle the core's events one at a time: a shown text goes from the
@@ -382,7 +381,7 @@ impl State {
         if serde_json::to_writer(&mut *line, &note).is_ok()
             && let Ok(text) = std::str::from_utf8(&line)
         {
-            let _ = self.notes.send(Arc::from(text));
+            self.notes.send(Arc::from(text));
         }
     }
 
@@ -529,8 +528,8 @@ pub fn spawn_on<L: Link<Addr = SocketAddr>>(
 ) -> (Handle, SocketAddr, tokio::task::JoinHandle<()>) {
     let local = link.local_addr();
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
-    let (notes, _) = broadcast::channel(NOTE_BACKLOG);
-    let handle = Handle { requests: req_tx, notes: notes.clone() };
+    let (notes, subscriber) = notes::channel(notes::NOTE_BACKLOG, notes::NOTE_BACKLOG_BYTES);
+    let handle = Handle { requests: req_tx, notes: subscriber };
     let rng: rand::rngs::StdRng = rand::make_rng();
     let (mut core, book) = match mode {
         Mode::Endpoint { identity, book } => (Core::Endpoint(endpoint_core(identity)), Some(book)),
