@@ -1007,3 +1007,68 @@ fn the_first_contact_budget_holds_per_node() {
     // Per node: 2 x 2 a second over 10 s, plus the buckets' first fill (the node's and each link's).
     assert!(opened <= 4 * 10 + 4 + 6 * 2, "{opened} first contacts opened in 10 s");
 }
+
+/// Issue 12, "the trial queue drops a deferred trial and never retries it": an honest first contact
+/// deferred for want of tokens sits in the queue of 512 trials; a flood of first-contact junk then pushes
+/// it out. The message itself stays in B's store and is never offered to B again (B has it), so unless
+/// the dropped trial comes back, A's text is never opened and expires. (The junk that comes before A's
+/// text is small and what follows is large and comes in one burst, so that this test's small store
+/// keeps A's text and the queue overflows, as with a daemon's store of thousands: junk evicted from the
+/// store is skipped at no cost.)
+fn first_contact_under_a_trial_flood(flood_on_the_same_link: bool) {
+    let mut net = Net::new(12);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let r = net.relay(Config::DEFAULT);
+    let others: Vec<usize> = (0..4).map(|_| net.relay(Config::DEFAULT)).collect();
+    net.connect(a, r);
+    net.connect(r, b);
+    for &o in &others {
+        net.connect(o, b);
+    }
+    net.run_for(secs(1));
+    net.ep(b).set_first_contact_rate(2);
+    let mut seq = 0u32;
+    let mut junk = |net: &mut Net, from: usize, n: u32, class: SizeClass| {
+        let mut body = vec![0u8; class.frame_len()];
+        for _ in 0..n {
+            seq += 1;
+            body.iter_mut().for_each(|b| *b = 0);
+            let mut f = MessageFrame::new_unchecked(&mut body[..]);
+            f.emit_header(Kind::FirstContact, 10, 3600, &[9; 12]);
+            f.sealed_mut()[..8].copy_from_slice(&seq.to_le_bytes().repeat(2));
+            f.fill_id();
+            let _ = net.inject(b, from, &body);
+        }
+    };
+    let flooder = if flood_on_the_same_link { r } else { others[0] };
+    // Four links' junk waits for B's tokens, more than the node's rate can serve (2 a second per
+    // link, 4 per node): A's text then waits behind it.
+    for &o in &others {
+        junk(&mut net, o, 10, SizeClass::Small);
+    }
+    let id = net.send(a, b, "knock knock");
+    net.run_for(Duration::from_millis(300));
+    assert!(net.received(b).is_empty(), "the text should be waiting for a token");
+    // 600 more junk trials in one burst (within the link's frame burst): a daemon's store keeps them
+    // all, and the queue of 512 overflows.
+    junk(&mut net, flooder, 600, SizeClass::Large);
+    assert!(net.router(b).holds(&id), "B holds A's message");
+    net.run_for(secs(600));
+    let got = net.received(b);
+    assert!(
+        got.iter().any(|(_, _, t)| t == "knock knock"),
+        "A's first contact was never opened: {:?}",
+        net.states(a, id)
+    );
+}
+
+#[test]
+fn a_first_contact_is_opened_after_a_trial_flood_on_another_link() {
+    first_contact_under_a_trial_flood(false);
+}
+
+#[test]
+fn a_first_contact_is_opened_after_a_trial_flood_on_its_own_link() {
+    first_contact_under_a_trial_flood(true);
+}
