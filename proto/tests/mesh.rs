@@ -1061,6 +1061,8 @@ fn first_contact_under_a_trial_flood(flood_on_the_same_link: bool) {
         "A's first contact was never opened: {:?}",
         net.states(a, id)
     );
+    // Every mark was handed back or went with its message.
+    assert_eq!(net.router(b).untried(), 0);
 }
 
 #[test]

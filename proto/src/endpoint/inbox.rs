@@ -98,6 +98,25 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         true
     }
 
+    /// Bring back trials that a full queue let go (their messages marked in
+    /// the router), oldest first, up to half the queue: the other half is
+    /// left for what arrives meanwhile.
+    pub(super) fn refill_trials(&mut self) {
+        let room = (self.trials.capacity() / 2).saturating_sub(self.trials.len());
+        if room == 0 || self.router.untried() == 0 {
+            return;
+        }
+        let trials = &mut self.trials;
+        let mut left = room;
+        self.router.take_untried(&mut |id, link| {
+            // A message from a link now gone is charged to the node's budget
+            // and to a bucket of its own.
+            let _ = trials.push_back((link.unwrap_or(LinkId(u32::MAX)), id));
+            left = left.saturating_sub(1);
+            left > 0
+        });
+    }
+
     pub(super) fn try_open(&mut self, now: Instant, rng: Rng<'_>, id: MessageId, frame: &[u8]) {
         let Ok(m) = MessageFrame::new_checked(frame) else { return };
         let contact = match m.kind() {

@@ -163,6 +163,12 @@ pub trait Carrier: Node {
     fn seed(&mut self, rng: Rng<'_>);
     /// See [`Router::withdraw`].
     fn withdraw(&mut self, id: &MessageId) -> bool;
+    /// See [`Router::mark_untried`].
+    fn mark_untried(&mut self, id: &MessageId) -> bool;
+    /// See [`Router::untried`].
+    fn untried(&self) -> u32;
+    /// See [`Router::take_untried`].
+    fn take_untried(&mut self, take: &mut dyn FnMut(MessageId, Option<LinkId>) -> bool);
 }
 
 impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q: usize, const R: usize> Carrier
@@ -186,6 +192,15 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     fn withdraw(&mut self, id: &MessageId) -> bool {
         Router::withdraw(self, id)
     }
+    fn mark_untried(&mut self, id: &MessageId) -> bool {
+        Router::mark_untried(self, id)
+    }
+    fn untried(&self) -> u32 {
+        Router::untried(self)
+    }
+    fn take_untried(&mut self, take: &mut dyn FnMut(MessageId, Option<LinkId>) -> bool) {
+        Router::take_untried(self, take)
+    }
 }
 
 #[cfg(feature = "std")]
@@ -207,6 +222,15 @@ impl<T: Carrier + ?Sized> Carrier for std::boxed::Box<T> {
     }
     fn withdraw(&mut self, id: &MessageId) -> bool {
         (**self).withdraw(id)
+    }
+    fn mark_untried(&mut self, id: &MessageId) -> bool {
+        (**self).mark_untried(id)
+    }
+    fn untried(&self) -> u32 {
+        (**self).untried()
+    }
+    fn take_untried(&mut self, take: &mut dyn FnMut(MessageId, Option<LinkId>) -> bool) {
+        (**self).take_untried(take)
     }
 }
 
@@ -460,6 +484,7 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             }
             self.try_open(now, rng, id, frame_buf.get(..len).unwrap_or(&[]));
         }
+        self.refill_trials();
         // Long texts whose parts never all came: give up after the maximum
         // lifetime.
         let max = Duration::from_secs(u64::from(MAX_LIFETIME_SECS));
@@ -483,6 +508,9 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
 
     fn poll_timeout(&self) -> Option<Instant> {
         let router = self.router.poll_timeout();
+        // (Marked trials come back in `handle_timeout` whenever the queue
+        // has room; a queue with room and marks left is refilled there, so
+        // the queue is empty here only when no mark is left.)
         let receipt = self.receipts.iter().map(|r| r.0).min();
         let r = match (router, receipt) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -577,8 +605,14 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         let defer = self.events.is_full() || (kind == Kind::FirstContact && !self.take_trial_token(now, link));
         if defer {
             // Over this link's DH budget: try later if the store keeps it.
-            if self.trials.is_full() {
-                let _ = self.trials.pop_front();
+            // A full queue lets its oldest trial go, but the router keeps
+            // the message marked, and hands it back when the queue has room
+            // (issue 12: the trial was lost for good, the message never
+            // offered again since this node held it).
+            if self.trials.is_full()
+                && let Some((_, old)) = self.trials.pop_front()
+            {
+                self.router.mark_untried(&old);
             }
             let _ = self.trials.push_back((link, id));
             return Ok(());

@@ -375,6 +375,9 @@ pub struct Router<const S: usize, const L: usize, const D: usize, const LINKS: u
     cookie_key: [u8; 16],
     /// Stateless answers in the current second.
     stranger_answers: (Instant, u32),
+    /// Held messages an endpoint still has to try (see
+    /// [`Router::mark_untried`]).
+    untried: u32,
     stats: Stats,
 }
 
@@ -430,6 +433,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             link_ups: (Instant::ZERO, 0),
             cookie_key: [0; 16],
             stranger_answers: (Instant::ZERO, 0),
+            untried: 0,
             stats: Stats {
                 frames_in: 0,
                 malformed: 0,

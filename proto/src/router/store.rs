@@ -35,6 +35,9 @@ pub(super) struct Meta {
     pub(super) sent: bool,
     /// Bit i: the link in slot i of the link table has this message.
     pub(super) peer_has: u32,
+    /// An endpoint could not try this message yet (its trial queue was
+    /// full) and will ask for it again ([`Router::take_untried`]).
+    pub(super) untried: bool,
 }
 
 impl Meta {
@@ -300,6 +303,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 seq: 0,
                 sent: false,
                 peer_has: bit,
+                untried: false,
             };
             let outcome = self.store(class, meta, m.as_bytes());
             if matches!(outcome, StoreOutcome::Stored | StoreOutcome::Evicted(_)) {
@@ -473,6 +477,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             {
                 *o = o.saturating_sub(1);
             }
+            if m.untried {
+                self.untried = self.untried.saturating_sub(1);
+            }
         }
         // Delivered, expired or evicted: the ciphertext goes with the slot
         // (SPEC §8: nothing of what a relay carried stays in its memory).
@@ -610,6 +617,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             seq: 0,
             sent: false,
             peer_has: 0,
+            untried: false,
         };
         match self.store(m.class(), meta, frame) {
             StoreOutcome::Stored | StoreOutcome::Evicted(_) => {
@@ -637,6 +645,58 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         self.uncharge_seen(seen.origin);
         self.seen.swap_remove(id);
         true
+    }
+
+    /// Remember that the endpoint above could not try a held message yet
+    /// (its bounded queue of trials overflowed): it stays held, and
+    /// [`Router::take_untried`] hands it back later, so a first contact is
+    /// never lost to a full queue while the store keeps it (issue 12).
+    /// Returns whether the message is held (and now marked).
+    pub fn mark_untried(&mut self, id: &MessageId) -> bool {
+        let Some(Seen { state: SeenState::Held(slot), .. }) = self.seen.get(id).copied() else { return false };
+        let meta = match slot.class {
+            SizeClass::Small => self.small.meta.get_mut(usize::from(slot.index)),
+            SizeClass::Large => self.large.meta.get_mut(usize::from(slot.index)),
+        };
+        let Some(Some(m)) = meta else { return false };
+        if !m.untried {
+            m.untried = true;
+            self.untried = self.untried.saturating_add(1);
+        }
+        true
+    }
+
+    /// How many held messages are marked untried.
+    pub fn untried(&self) -> u32 {
+        self.untried
+    }
+
+    /// Hand back marked messages, oldest first (small ones, then large),
+    /// unmarking each, while `take` returns `true`. `take` gets the id and
+    /// the link the message came from. One walk of the store: call it when
+    /// [`Router::untried`] is not zero.
+    pub fn take_untried(&mut self, take: &mut dyn FnMut(MessageId, Option<LinkId>) -> bool) {
+        if self.untried == 0 {
+            return;
+        }
+        let mut more = true;
+        for class in [SizeClass::Small, SizeClass::Large] {
+            let (metas, next, mut i) = match class {
+                SizeClass::Small => (&mut self.small.meta[..], &self.small.next[..], self.small.head),
+                SizeClass::Large => (&mut self.large.meta[..], &self.large.next[..], self.large.head),
+            };
+            while more && self.untried > 0 {
+                let Some(slot) = metas.get_mut(usize::from(i)) else { break };
+                if let Some(m) = slot
+                    && m.untried
+                {
+                    m.untried = false;
+                    self.untried = self.untried.saturating_sub(1);
+                    more = take(m.id, m.origin_link());
+                }
+                i = next.get(usize::from(i)).copied().unwrap_or(NIL);
+            }
+        }
     }
 
     /// Issue the receipt for a message this node opened (the endpoint
