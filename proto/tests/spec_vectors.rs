@@ -80,6 +80,22 @@ fn field(out: &mut String, name: &str, value: &str) {
     }
 }
 
+/// The payload's encoding (SPEC §4.3), unpadded: postcard, exactly as
+/// `envelope::seal` writes it.
+fn encode(payload: &Payload<'_>) -> Vec<u8> {
+    let mut b = [0u8; 1200];
+    postcard::to_slice(payload, &mut b).unwrap().to_vec()
+}
+
+/// An opened plaintext is the payload's encoding, then zeros up to the
+/// plaintext size of its path and class (SPEC §4.3).
+fn check_padded(payload: &Payload<'_>, plaintext: &[u8], kind: Kind, class: SizeClass) {
+    let enc = encode(payload);
+    assert_eq!(plaintext.len(), envelope::plaintext_capacity(kind, class));
+    assert_eq!(&plaintext[..enc.len()], &enc[..]);
+    assert!(plaintext[enc.len()..].iter().all(|&b| b == 0));
+}
+
 fn generate() -> String {
     let mut out = String::new();
     let alice = Identity::from_secret_bytes([0x11; 32]);
@@ -105,6 +121,7 @@ fn generate() -> String {
     writeln!(out, "## first-contact message, alice -> bob (rng seed 1)").unwrap();
     let payload = Payload { sent_at: 1_800_000_000, body: Body::Text("hello, bob") };
     field(&mut out, "payload", "sent_at 1800000000, Text(\"hello, bob\")");
+    field(&mut out, "payload bytes", &hex(&encode(&payload)));
     let mut buf = [0u8; 1200];
     let mut rng = TestRng::new(1);
     let sealed = envelope::seal(
@@ -133,10 +150,12 @@ fn generate() -> String {
     assert_eq!(opened.sender, pa);
     assert_eq!(opened.secret, sealed.secret);
     assert_eq!(envelope::parse_payload(&scratch[opened.plaintext.clone()]).unwrap(), payload);
+    check_padded(&payload, &scratch[opened.plaintext.clone()], Kind::FirstContact, SizeClass::Small);
 
     writeln!(out, "## contact message, alice -> bob, tag[0] (rng seed 2)").unwrap();
     let payload2 = Payload { sent_at: 1_800_000_060, body: Body::Text("tagged hello") };
     field(&mut out, "payload", "sent_at 1800000060, Text(\"tagged hello\")");
+    field(&mut out, "payload bytes", &hex(&encode(&payload2)));
     let mut rng = TestRng::new(2);
     let tag = envelope::tag(&tk, 0);
     let sealed2 = envelope::seal(
@@ -158,6 +177,27 @@ fn generate() -> String {
     let m2 = MessageFrame::new_checked(&frame2[..]).unwrap();
     let opened2 = envelope::open(&bob, &m2, Some((&pa, &ss)), &mut scratch).unwrap();
     assert_eq!(envelope::parse_payload(&scratch[opened2.plaintext.clone()]).unwrap(), payload2);
+    check_padded(&payload2, &scratch[opened2.plaintext.clone()], Kind::Contact, SizeClass::Small);
+
+    writeln!(out, "## payload of a part (SPEC §4.3, §4.6)").unwrap();
+    let payload3 =
+        Payload { sent_at: 1_800_000_120, body: Body::Part { group: 0x0102_0304, index: 1, count: 3, text: "abc" } };
+    // Written whole (`field` would wrap it at 64 characters).
+    writeln!(
+        out,
+        "{:<22} sent_at 1800000120, Part {{ group: 0x01020304, index: 1, count: 3, text: \"abc\" }}",
+        "payload"
+    )
+    .unwrap();
+    field(&mut out, "payload bytes", &hex(&encode(&payload3)));
+    // Sealed and opened like any payload (the frame is not a vector).
+    let mut rng = TestRng::new(3);
+    envelope::seal(&mut rng, &alice, &pb, &ss, Path::Contact { tag }, 9, 3_600, SizeClass::Small, &payload3, &mut buf)
+        .unwrap();
+    let m3 = MessageFrame::new_checked(&buf[..SizeClass::Small.frame_len()]).unwrap();
+    let opened3 = envelope::open(&bob, &m3, Some((&pa, &ss)), &mut scratch).unwrap();
+    assert_eq!(envelope::parse_payload(&scratch[opened3.plaintext.clone()]).unwrap(), payload3);
+    check_padded(&payload3, &scratch[opened3.plaintext.clone()], Kind::Contact, SizeClass::Small);
 
     writeln!(out, "## receipt for the first-contact message").unwrap();
     // Bob got Alice's frame straight from her: his level is the budget it came with (SPEC §5).
@@ -228,6 +268,13 @@ fn generate() -> String {
     writeln!(out, "## sizes").unwrap();
     field(&mut out, "overhead contact", &envelope::fixed_overhead(Kind::Contact).to_string());
     field(&mut out, "overhead first", &envelope::fixed_overhead(Kind::FirstContact).to_string());
+    // The plaintext (payload and padding) of each path and class (SPEC §4.3).
+    for class in [SizeClass::Small, SizeClass::Large] {
+        for (name, kind) in [("contact", Kind::Contact), ("first", Kind::FirstContact)] {
+            let cap = envelope::plaintext_capacity(kind, class);
+            field(&mut out, &format!("plaintext {} {name}", class.frame_len()), &cap.to_string());
+        }
+    }
     out
 }
 
