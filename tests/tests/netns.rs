@@ -651,3 +651,65 @@ fn a_capture_of_a_real_exchange_is_all_ferry_frames_and_no_plaintext() {
     assert!(count("mDNS: ") >= 1, "{summary}");
     assert_eq!(count("not Ferry: "), 0, "every non-mDNS datagram is a Ferry frame: {summary}");
 }
+
+/// How many datagrams the flood's victim port got from `ip`, from its `received N from IP` lines.
+fn flood_count(flood: &Proc, ip: &str) -> usize {
+    let suffix = format!(" from {ip}");
+    flood
+        .stderr()
+        .lines()
+        .filter_map(|l| l.strip_prefix("received ")?.strip_suffix(suffix.as_str())?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// g. Issue 12, mDNS: a neighbour announces 1,100 fake instances, all pointing at one victim host (16 of
+/// its ports).
+/// They must not fill the node's tables so that a real peer is never found, and the node must not be
+/// turned against the victim: what it sends there is bounded in rate, however many fakes there are.
+#[test]
+fn mdns_fakes_neither_hide_real_peers_nor_reflect() {
+    if !can_run() {
+        return;
+    }
+    const FAKES: usize = 1100;
+    let mut t = Topo::new("g");
+    t.lan(1);
+    let (na, nb, nm) = (t.host("a"), t.host("b"), t.host("m"));
+    t.plug(&na, "eth1", 1, 1);
+    t.plug(&nb, "eth1", 1, 2);
+    t.plug(&nm, "eth1", 1, 9);
+    let flood_args: Vec<String> =
+        ["--count", &FAKES.to_string(), "--addr", "10.77.1.9", "--port", "40000", "--ports", "16"]
+            .map(str::to_owned)
+            .to_vec();
+    let mut cmd = t.cmd(&nm, env!("CARGO_BIN_EXE_ferry-mdns-flood"), &flood_args);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let flood = Proc::spawn("flood", cmd);
+    assert!(
+        eventually(Duration::from_secs(30), || flood.stderr().contains("registered")),
+        "the flood did not start: {}",
+        flood.stderr()
+    );
+    // A hears the fakes first.
+    let mut a = t.rpc("A", &na, &[]);
+    let code_a = a.code();
+    std::thread::sleep(Duration::from_secs(8));
+    let mut b = t.rpc("B", &nb, &[]);
+    let code_b = b.code();
+    let found = eventually(Duration::from_secs(60), || {
+        let peers = a.ok("peers", json!({}));
+        peers.as_array().is_some_and(|l| l.iter().any(|p| p["found_by"] == "mdns" && p["validated"] == json!(true)))
+    });
+    assert!(found, "A never linked to the real peer among {FAKES} fakes: {}", a.ok("peers", json!({})));
+    let id = a.send(&code_b, "found among fakes");
+    let r = b.wait_received("found among fakes", DELIVERY);
+    assert_eq!(r["code"], json!(code_a), "{r}");
+    a.wait_delivered(&id, DELIVERY);
+    // The victim: what A sent it over 20 s.
+    let before = flood_count(&flood, "10.77.1.1");
+    std::thread::sleep(Duration::from_secs(20));
+    let sent = flood_count(&flood, "10.77.1.1") - before;
+    eprintln!("A sent the victim {sent} datagrams in 20 s ({} in all)", flood_count(&flood, "10.77.1.1"));
+    assert!(sent <= 2 * 20, "A sent the victim {sent} datagrams in 20 s: reflection");
+}
