@@ -19,6 +19,9 @@ pub const SERVICE_TYPE: &str = "_ferry._udp.local.";
 /// The one TXT property: the protocol version.
 pub const TXT_VERSION: (&str, &str) = ("v", "1");
 
+/// Instances remembered at most (to tell the node when one goes away).
+const KNOWN_MAX: usize = 1024;
+
 /// What discovery found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiscoveryEvent {
@@ -128,10 +131,18 @@ impl Discovery {
                                     .into_iter()
                                     .map(|ip| SocketAddr::new(ip, port))
                                     .collect();
-                                if addrs.is_empty() || known.len() > 1024 {
+                                if addrs.is_empty() {
                                     continue;
                                 }
                                 let instance = info.get_fullname().to_owned();
+                                if known.len() >= KNOWN_MAX && !known.contains_key(&instance) {
+                                    // Full (fake records, say): forget any
+                                    // one rather than every newcomer, so a
+                                    // real peer still gets through (issue 12).
+                                    if let Some(old) = known.keys().next().cloned() {
+                                        known.remove(&old);
+                                    }
+                                }
                                 known.insert(instance.clone(), addrs.clone());
                                 let _ = tx.try_send(DiscoveryEvent::Discovered { instance, addrs });
                             }

@@ -90,6 +90,16 @@ pub trait Node {
     /// [`Config::stranger_answers_per_sec`] answers go out in all.
     fn handle_stranger(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], bytes: &[u8], out: &mut [u8]) -> Stranger;
 
+    /// Greet an address this node would like to link (one that discovery
+    /// found) without keeping anything: a hello whose nonce is the cookie
+    /// for `addr` and whose echo is zero, written to `out` (33 bytes; `None`
+    /// if `out` is shorter). The peer answers it as any stranger's hello,
+    /// echoing the cookie, so its answer comes back as
+    /// [`Stranger::Validated`] from [`Node::handle_stranger`] and makes the
+    /// link (SPEC §6.1). An address that never answers costs no link and no
+    /// memory; how often to probe is the driver's (SPEC §6.1 gives bounds).
+    fn probe(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], out: &mut [u8]) -> Option<usize>;
+
     /// Make the link a validated hello asked for, under `link` (point to
     /// point: `caps.broadcast` is ignored). It is validated at once and its
     /// summary exchange starts. `false`: the link table is full, or link-ups
@@ -165,6 +175,9 @@ impl<T: Node + ?Sized> Node for std::boxed::Box<T> {
     }
     fn handle_stranger(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], bytes: &[u8], out: &mut [u8]) -> Stranger {
         (**self).handle_stranger(now, rng, addr, bytes, out)
+    }
+    fn probe(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], out: &mut [u8]) -> Option<usize> {
+        (**self).probe(now, rng, addr, out)
     }
     fn accept_stranger(
         &mut self,

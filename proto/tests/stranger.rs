@@ -143,6 +143,44 @@ fn a_learned_peer_links_through_the_cookie_and_delivers() {
     assert!(got, "the message crossed the learned link");
 }
 
+/// A probe (SPEC §6.1): A greets B's address without keeping anything; B answers as it answers any
+/// stranger, and B's answer echoes A's cookie, so it validates at A; A's hello then echoes B's cookie
+/// and validates at B. Both ends end up with a validated link, and the nonces agree (the same salt).
+/// An address that never answers costs A nothing.
+#[test]
+fn a_probe_links_two_routers_through_their_cookies_and_keeps_nothing() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut a = Box::new(SmallRouter::new(Config::DEFAULT));
+    let mut b = Box::new(SmallRouter::new(Config::DEFAULT));
+    let now = Instant::from_millis(3_000);
+    let mut probe = [0u8; 64];
+    let n = a.probe(now, &mut rng, b"addr-of-b", &mut probe).expect("a probe fits 64 bytes");
+    assert_eq!(n, HELLO_LEN);
+    assert_eq!(HelloRepr::parse(&probe[..n]).unwrap().echo, [0; 16]);
+    assert_eq!(a.links().count(), 0, "a probe keeps nothing");
+    assert_eq!(a.probe(now, &mut rng, b"x", &mut [0u8; 10]), None);
+    // B answers the probe with its cookie hello.
+    let answer = answer_of(&mut b, now, &mut rng, b"addr-of-a", &probe[..n]).expect("B answers a probe");
+    let mut answer_bytes = [0u8; HELLO_LEN];
+    answer.emit(&mut answer_bytes).unwrap();
+    // At A, the answer echoes A's cookie for B's address: a validated link at once.
+    let mut out = [0u8; 64];
+    let Stranger::Validated(v) = a.handle_stranger(now, &mut rng, b"addr-of-b", &answer_bytes, &mut out) else {
+        panic!("the answer to a probe did not validate");
+    };
+    assert!(a.accept_stranger(now, &mut rng, LinkId(2), CAPS, v));
+    // From another address the same answer does not validate (the cookie is bound to the address).
+    assert!(!matches!(a.handle_stranger(now, &mut rng, b"elsewhere", &answer_bytes, &mut out), Stranger::Validated(_)));
+    // A's hello on the new link echoes B's cookie: validated at B.
+    let mut buf = [0u8; 1300];
+    let t = a.poll_transmit(now, &mut buf).expect("A greets B on the new link");
+    let Stranger::Validated(vb) = b.handle_stranger(now, &mut rng, b"addr-of-a", &buf[..t.len], &mut out) else {
+        panic!("A's hello did not validate at B");
+    };
+    assert!(b.accept_stranger(now, &mut rng, LinkId(7), CAPS, vb));
+    assert!(a.links().all(|l| l.validated) && b.links().all(|l| l.validated));
+}
+
 proptest! {
     /// Any number of strangers sending anything: no link is ever made, and
     /// no stranger gets more than one 33-byte answer per frame.

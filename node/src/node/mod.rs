@@ -157,6 +157,9 @@ struct State {
     pending: HashMap<MessageId, DeliveryState>,
     /// mDNS instances and their addresses (one node each).
     mdns: HashMap<String, Vec<SocketAddr>>,
+    /// Addresses of mDNS instances without a link yet: greeted with
+    /// stateless probes (SPEC §6.1), so they take no link until they answer.
+    probes: peers::Probes,
     /// Stateless answers to hellos from addresses without a link, to send
     /// with the next flush (bounded by the router's answer rate).
     answers: Vec<(SocketAddr, [u8; HELLO_LEN])>,
@@ -550,6 +553,7 @@ pub fn spawn_on<L: Link<Addr = SocketAddr>>(
         notes,
         pending: HashMap::new(),
         mdns: HashMap::new(),
+        probes: peers::Probes::default(),
         answers: Vec::new(),
         ports: Vec::new(),
     };
@@ -636,6 +640,13 @@ pub fn spawn_on<L: Link<Addr = SocketAddr>>(
                     match ev {
                         Some(DiscoveryEvent::Discovered { instance, mut addrs }) => {
                             addrs.retain(|a| *a != local);
+                            addrs.truncate(peers::MDNS_ADDRS);
+                            if state.mdns.len() >= MDNS_INSTANCES && !state.mdns.contains_key(&instance) {
+                                // Full: make room from instances that never
+                                // answered, so fakes cannot keep real peers
+                                // out (issue 12).
+                                state.evict_mdns();
+                            }
                             if state.mdns.len() < MDNS_INSTANCES || state.mdns.contains_key(&instance) {
                                 state.mdns.insert(instance, addrs);
                             }

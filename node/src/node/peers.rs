@@ -4,11 +4,12 @@
 //! one link each, learned peers admitted only after the router validated
 //! their address, idle links dropped, serial ports brought up as pull links.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 
 use ferry_proto::link::table::{LinkAddr, LinkEntry, LinkTable, Origin, TableConfig, local_group};
 use ferry_proto::router::{LinkCaps, LinkId, Stranger};
+use ferry_proto::time::{Duration, Instant};
 use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, SizeClass};
 use serde_json::{Value, json};
 
@@ -20,6 +21,30 @@ pub(super) const LINKS: usize = 32;
 
 /// The node's link table.
 pub(super) type Links = LinkTable<PeerAddr, LINKS>;
+
+/// Addresses kept per mDNS instance (and so probed).
+pub(super) const MDNS_ADDRS: usize = 4;
+/// Probes sent per second at most, in all (SPEC §6.1).
+const PROBE_RATE: u32 = 16;
+/// One IP address gets at most one probe in this long, whatever its ports
+/// (SPEC §6.1: discovery cannot be turned against a host).
+const PROBE_IP_GAP: Duration = Duration::from_secs(1);
+/// An address that does not answer is probed again after this, doubling
+/// up to [`PROBE_MAX`].
+const PROBE_MIN: Duration = Duration::from_secs(2);
+const PROBE_MAX: Duration = Duration::from_secs(60);
+
+/// Stateless probes of the addresses of mDNS instances that have no link.
+#[derive(Debug, Default)]
+pub(super) struct Probes {
+    /// Address → (when next, backoff, probes sent).
+    due: HashMap<SocketAddr, (Instant, Duration, u32)>,
+    /// Probes that may still go out this second.
+    tokens: u32,
+    refilled: Instant,
+    /// When each IP address was last probed (within [`PROBE_IP_GAP`]).
+    recent: HashMap<IpAddr, Instant>,
+}
 
 /// A fresh link table: learned links idle for two minutes go, a host (an
 /// IPv4 address, an IPv6 /64) holds at most 4 learned links, configured
@@ -182,23 +207,29 @@ impl State {
         }
     }
 
-    /// One link per node found by mDNS: while none of an instance's
-    /// addresses has answered, every one is tried; once one has, only the
-    /// best of those that answered is kept (IPv4 first, then the lowest
-    /// address: both ends pick the same pair, so the peer's datagrams come
-    /// from the address we keep). Links to addresses no instance advertises
-    /// any more go down.
+    /// One link per node found by mDNS. An instance none of whose
+    /// addresses has a validated link gets stateless probes (SPEC §6.1):
+    /// nothing is kept for an address until it answers, so fake records
+    /// take no link and the node sends their addresses only a bounded
+    /// trickle of 33-byte hellos (issue 12). An address that answers makes
+    /// a learned link through the cookie, which becomes the instance's
+    /// link. Once an instance has links, only the best validated one is
+    /// kept (IPv4 first, then the lowest address: both ends pick the same
+    /// pair, so the peer's datagrams come from the address we keep); links
+    /// to addresses no instance advertises any more go down.
     ///
-    /// While every address is tried, the peer's answers come in from its
-    /// other addresses too and make "incoming" links. Those to an address of
-    /// the instance that ranks below the kept one go down as well: otherwise
-    /// both ends keep answering each other's hellos and summaries on them
-    /// and they never go idle. One that ranks above is kept: it is the peer
-    /// reaching us on the pair both ends will settle on.
+    /// Both ends probe each other at once, so each answers the other's
+    /// probe as a stranger; datagrams from the peer's other addresses can
+    /// make "incoming" links too. Those to an address of the instance that
+    /// ranks below the kept one go down as well: otherwise both ends keep
+    /// answering each other's hellos and summaries on them and they never
+    /// go idle. One that ranks above is kept: it is the peer reaching us on
+    /// the pair both ends will settle on.
     pub(super) fn reconcile_mdns(&mut self) {
         let rank = |a: &SocketAddr| (a.is_ipv6(), *a);
         let mut wanted: HashSet<SocketAddr> = HashSet::new();
         let mut outranked: HashSet<SocketAddr> = HashSet::new();
+        let mut to_probe: HashSet<SocketAddr> = HashSet::new();
         for addrs in self.mdns.values() {
             let best = addrs
                 .iter()
@@ -209,7 +240,7 @@ impl State {
                     wanted.insert(*best);
                     outranked.extend(addrs.iter().filter(|a| rank(a) > rank(best)));
                 }
-                None => wanted.extend(addrs.iter().copied()),
+                None => to_probe.extend(addrs.iter().filter(|a| self.links.get(&PeerAddr::Udp(**a)).is_none())),
             }
         }
         let stale: Vec<PeerAddr> = self
@@ -228,8 +259,73 @@ impl State {
         for a in stale {
             self.link_down(a);
         }
+        // The instance's validated link (learned through a probe's answer,
+        // or the peer's own) is now its discovered link.
         for a in wanted {
             self.link_up(PeerAddr::Udp(a), Origin::Discovered, self.dgram_caps);
+        }
+        let now = self.now();
+        self.probes.due.retain(|a, _| to_probe.contains(a));
+        for a in to_probe {
+            self.probes.due.entry(a).or_insert((now, PROBE_MIN, 0));
+        }
+        self.send_probes();
+    }
+
+    /// Probes that are due, within the rate: addresses probed least so far
+    /// first, and one IP address at most once in [`PROBE_IP_GAP`].
+    fn send_probes(&mut self) {
+        let now = self.now();
+        let p = &mut self.probes;
+        let elapsed = now.saturating_since(p.refilled).as_millis();
+        let add = u32::try_from(elapsed.saturating_mul(u64::from(PROBE_RATE)) / 1000).unwrap_or(u32::MAX);
+        if add > 0 {
+            p.tokens = p.tokens.saturating_add(add).min(PROBE_RATE);
+            p.refilled = now;
+        }
+        if p.tokens == 0 {
+            return;
+        }
+        p.recent.retain(|_, t| now.saturating_since(*t) < PROBE_IP_GAP);
+        let mut due: Vec<(u32, SocketAddr)> =
+            p.due.iter().filter(|(_, (next, _, _))| *next <= now).map(|(a, (_, _, sent))| (*sent, *a)).collect();
+        due.sort_unstable_by_key(|(sent, _)| *sent);
+        for (_, a) in due {
+            if self.probes.tokens == 0 {
+                break;
+            }
+            if self.probes.recent.contains_key(&a.ip()) {
+                continue;
+            }
+            let mut hello = [0u8; HELLO_LEN];
+            if self.core.node().probe(now, &mut self.rng, &addr_bytes(&a), &mut hello).is_none() {
+                continue;
+            }
+            self.answers.push((a, hello));
+            let p = &mut self.probes;
+            p.tokens = p.tokens.saturating_sub(1);
+            p.recent.insert(a.ip(), now);
+            if let Some((next, backoff, sent)) = p.due.get_mut(&a) {
+                *next = now.saturating_add(*backoff);
+                *backoff = Duration::from_millis(backoff.as_millis().saturating_mul(2)).min(PROBE_MAX);
+                *sent = sent.saturating_add(1);
+            }
+        }
+    }
+
+    /// The mDNS table is full: forget an instance none of whose addresses
+    /// has a validated link (any one: the order is the hash map's, which a
+    /// sender of records cannot predict). Instances that answered stay.
+    pub(super) fn evict_mdns(&mut self) {
+        let victim = self
+            .mdns
+            .iter()
+            .find(|(_, addrs)| {
+                !addrs.iter().any(|a| self.links.get(&PeerAddr::Udp(*a)).is_some_and(|e| self.validated(e.id)))
+            })
+            .map(|(name, _)| name.clone());
+        if let Some(name) = victim {
+            self.mdns.remove(&name);
         }
     }
 

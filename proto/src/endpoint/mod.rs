@@ -434,6 +434,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         self.router.handle_stranger(now, rng, addr, bytes, out)
     }
 
+    fn probe(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], out: &mut [u8]) -> Option<usize> {
+        self.router.probe(now, rng, addr, out)
+    }
+
     fn accept_stranger(
         &mut self,
         now: Instant,

@@ -597,6 +597,10 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         self.answer_stranger(now, rng, addr, bytes, out)
     }
 
+    fn probe(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], out: &mut [u8]) -> Option<usize> {
+        self.probe_hello(now, rng, addr, out)
+    }
+
     fn accept_stranger(
         &mut self,
         now: Instant,

@@ -46,6 +46,24 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
     /// [`Node::handle_stranger`](crate::node::Node::handle_stranger): a
     /// cookie hello for bytes from an address without a link, or the hello
     /// that echoed a valid cookie (SPEC §6.1).
+    fn cookie_key(&mut self, rng: Rng<'_>) {
+        self.seed(&mut *rng);
+        if self.cookie_key == [0; 16] {
+            // Drawn at the first stranger, not in `seed`: drivers that never
+            // see one (the simulator, a dongle on serial links) keep the same
+            // random streams.
+            rng.fill_bytes(&mut self.cookie_key);
+        }
+    }
+
+    /// [`Node::probe`](crate::node::Node::probe): a hello to `addr` whose
+    /// nonce is our cookie for it, so that its answer validates statelessly.
+    pub(super) fn probe_hello(&mut self, now: Instant, rng: Rng<'_>, addr: &[u8], out: &mut [u8]) -> Option<usize> {
+        self.cookie_key(rng);
+        let nonce = hash::cookie(&self.cookie_key, Self::cookie_epoch(now), addr);
+        HelloRepr { nonce, echo: [0; 16] }.emit(out).ok()
+    }
+
     pub(super) fn answer_stranger(
         &mut self,
         now: Instant,
@@ -54,13 +72,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         bytes: &[u8],
         out: &mut [u8],
     ) -> Stranger {
-        self.seed(&mut *rng);
-        if self.cookie_key == [0; 16] {
-            // Drawn at the first stranger, not in `seed`: drivers that never
-            // see one (the simulator, a dongle on serial links) keep the same
-            // random streams.
-            rng.fill_bytes(&mut self.cookie_key);
-        }
+        self.cookie_key(rng);
         let hello = HelloRepr::parse(bytes).ok();
         let epoch = Self::cookie_epoch(now);
         if let Some(h) = hello
@@ -118,6 +130,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             l.salt = hash::link_salt(&hello.cookie, &hello.peer_nonce);
             l.validated = true;
             l.hello_due = None;
+            // One hello echoing the peer's nonce: when the hello that made
+            // this link was the peer's answer to our probe, the peer keeps
+            // nothing yet and validates on this echo of its cookie (SPEC
+            // §6.1); otherwise the peer knows it already and ignores it.
+            l.hello_reply = true;
             l.summary_cursor = Some(0);
             l.next_resync = now.saturating_add(resync);
             l.rx_bytes = u64::from(hello.len);
