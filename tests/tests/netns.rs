@@ -413,7 +413,7 @@ impl Avahi {
         let avahi_conf = t.path("avahi-daemon.conf");
         std::fs::write(
             &avahi_conf,
-            "[server]\nuse-ipv4=yes\nuse-ipv6=no\nenable-dbus=yes\nratelimit-burst=1000\n\
+            "[server]\nuse-ipv4=yes\nuse-ipv6=yes\nenable-dbus=yes\nratelimit-burst=1000\n\
              [wide-area]\nenable-wide-area=no\n\
              [publish]\ndisable-publishing=yes\npublish-addresses=no\npublish-hinfo=no\npublish-workstation=no\n",
         )
@@ -535,6 +535,14 @@ fn mdns_records_seen_by_avahi() {
     let (na, nobs) = (t.host("a"), t.host("obs"));
     t.plug(&na, "eth1", 1, 1);
     t.plug(&nobs, "eth1", 1, 9);
+    // Addresses that must not be announced (issue 12): IPv6 addresses derived from the MAC address (EUI-64:
+    // the link-local one every interface has, and a global one here), which name the device on every
+    // network, and a second interface's address (a VPN's, say). The observer's avahi uses IPv6 too.
+    run(&["ip", "-n", &na, "addr", "add", "2001:db8:77::211:22ff:fe33:4455/64", "dev", "eth1", "nodad"]);
+    run(&["ip", "-n", &na, "link", "add", "vpn0", "type", "veth", "peer", "name", "vpn0p"]);
+    run(&["ip", "-n", &na, "addr", "add", "100.64.0.7/24", "dev", "vpn0"]);
+    run(&["ip", "-n", &na, "link", "set", "vpn0p", "up"]);
+    run(&["ip", "-n", &na, "link", "set", "vpn0", "up"]);
     let avahi = Avahi::start(&t, &nobs);
     let id_file = t.path("a.identity");
     let code = make_identity(&id_file);
@@ -546,6 +554,11 @@ fn mdns_records_seen_by_avahi() {
     let first = avahi.wait_new(&seen, Duration::from_secs(15));
     check_record(&first, &code, &secret_host);
     assert_eq!(first[7], "10.77.1.1", "address: {first:?}");
+    // Give the other addresses time to be announced, if they are; only the LAN's IPv4 address may be.
+    std::thread::sleep(Duration::from_secs(3));
+    for rec in avahi.browse().iter().filter(|r| r.len() >= 10 && r[3] == first[3]) {
+        assert_eq!(rec[7], "10.77.1.1", "A announced another address: {rec:?}");
+    }
     let port: u16 = first[8].parse().unwrap_or_else(|_| panic!("port: {first:?}"));
     assert!(port > 0);
     seen.insert(first[3].clone());
