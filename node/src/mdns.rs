@@ -5,12 +5,13 @@
 //! instance name and the host label are random, new every run and again
 //! every epoch (about an hour), and the only TXT entry is the protocol
 //! version (`v=1`). The port is the node's UDP port, itself random per run.
+//! Only IPv4 is used: IPv6 addresses often carry the MAC address.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
+use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
 use rand::RngExt;
 use tokio::sync::mpsc;
 
@@ -86,6 +87,18 @@ impl Discovery {
                 return Self::disabled();
             }
         };
+        // IPv4 only. An IPv6 address is too often a name for the device:
+        // every interface's link-local address, and many global ones, are
+        // derived from its MAC address (EUI-64), the same on every network,
+        // and the library cannot tell temporary addresses from stable ones.
+        // Records then carry only the IPv4 addresses of the interface they
+        // go out on (never those of another interface, such as a VPN's; the
+        // library leaves point-to-point interfaces out altogether).
+        if let Err(e) = daemon.disable_interface(IfKind::IPv6) {
+            tracing::warn!("mDNS: cannot leave IPv6 out, discovery off: {e}");
+            let _ = daemon.shutdown();
+            return Self::disabled();
+        }
         let browse = match daemon.browse(SERVICE_TYPE) {
             Ok(b) => b,
             Err(e) => {

@@ -206,7 +206,7 @@ fn mdns_discovery_on_one_lan() {
     t.plug(&na, "eth1", 1, 1);
     t.plug(&nb, "eth1", 1, 2);
     // Each host has four addresses (two IPv4, one IPv6 ULA, and the IPv6 link-local one every interface
-    // gets), the first three in its record.
+    // gets); its record carries the two IPv4 ones (mDNS leaves IPv6 out), and both are tried.
     for (ns, host) in [(&na, 1), (&nb, 2)] {
         run(&["ip", "-n", ns, "addr", "add", &format!("10.77.1.{}/24", 100 + host), "dev", "eth1"]);
         run(&["ip", "-n", ns, "addr", "add", &format!("fd77:1::{host}/64"), "dev", "eth1", "nodad"]);
