@@ -36,6 +36,7 @@ fn options(cli: &Cli) -> Options {
         mdns: !cli.no_mdns,
         store_kib: cli.store_kib,
         serial: cli.serial.clone(),
+        rotate_secs: cli.rotate_secs,
     }
 }
 

@@ -30,6 +30,11 @@ pub struct Cli {
     /// Neither advertise nor browse mDNS.
     #[arg(long, global = true)]
     pub no_mdns: bool,
+    /// How often, in seconds, the node takes a new random mDNS name and,
+    /// unless `--listen` fixes it, a new UDP port (default: a random time
+    /// between 50 and 70 minutes, drawn again each time).
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rotate_secs: Option<u64>,
     /// Memory for held messages, in KiB (64 to 1680, the default): the
     /// rest of the node's tables are fixed (see the README).
     #[arg(long, global = true, value_name = "KIB", value_parser = clap::value_parser!(u32).range(64..=1680))]

@@ -103,6 +103,12 @@ pub trait Link: Send + Sync + 'static {
         out: &'a Datagrams<Self::Addr>,
         scratch: &'a mut Vec<u8>,
     ) -> impl Future<Output = ()> + Send + 'a;
+    /// Move to a new local address (a new random port), leaving the old
+    /// one: peers that still send there are lost to this link until they
+    /// greet the new address. Links that cannot say so.
+    fn rebind(&mut self) -> std::io::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
 }
 
 impl Link for crate::udp::Udp {
@@ -122,6 +128,15 @@ impl Link for crate::udp::Udp {
     }
     fn send<'a>(&'a self, out: &'a Datagrams, scratch: &'a mut Vec<u8>) -> impl Future<Output = ()> + Send + 'a {
         self.send_all(&out.bytes, &out.frames, scratch)
+    }
+    fn rebind(&mut self) -> std::io::Result<()> {
+        // The same family, any address, a new random port.
+        let any = match self.local_addr() {
+            SocketAddr::V4(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+            SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0),
+        };
+        *self = crate::udp::Udp::bind(Some(any))?;
+        Ok(())
     }
 }
 

@@ -4,7 +4,9 @@
 //! Nothing in the records identifies the person or the machine: the
 //! instance name and the host label are random, new every run and again
 //! every epoch (about an hour), and the only TXT entry is the protocol
-//! version (`v=1`). The port is the node's UDP port, itself random per run.
+//! version (`v=1`). The port is the node's UDP port, random per run and
+//! new every epoch too unless `--listen` fixes it (the node decides the
+//! epochs and calls [`Discovery::rotate`]).
 //! Only IPv4 is used: IPv6 addresses often carry the MAC address.
 
 use std::collections::{HashMap, HashSet};
@@ -46,6 +48,8 @@ pub enum DiscoveryEvent {
 pub struct Discovery {
     rx: Option<mpsc::Receiver<DiscoveryEvent>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// A new epoch: new random names, for this port.
+    rotate: Option<mpsc::Sender<u16>>,
 }
 
 fn random_label(len: usize) -> String {
@@ -74,7 +78,7 @@ fn usable(ip: &IpAddr) -> bool {
 impl Discovery {
     /// Discovery that never finds anything (`--no-mdns`).
     pub fn disabled() -> Self {
-        Discovery { rx: None, stop: None }
+        Discovery { rx: None, stop: None, rotate: None }
     }
 
     /// Advertise `port` and browse. Failures (no multicast interface, say)
@@ -109,6 +113,7 @@ impl Discovery {
         };
         let (tx, rx) = mpsc::channel(256);
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (rotate_tx, mut rotate_rx) = mpsc::channel::<u16>(4);
         tokio::spawn(async move {
             let mut mine = match advertisement(port) {
                 Ok(info) => info,
@@ -123,8 +128,6 @@ impl Discovery {
                 tracing::warn!("mDNS register failed: {e}");
             }
             let mut known: HashMap<String, Vec<SocketAddr>> = HashMap::new();
-            let epoch = || Duration::from_secs(rand::rng().random_range(50 * 60..70 * 60));
-            let mut rotate = Box::pin(tokio::time::sleep(epoch()));
             loop {
                 tokio::select! {
                     ev = browse.recv_async() => {
@@ -165,8 +168,9 @@ impl Discovery {
                             _ => {}
                         }
                     }
-                    () = &mut rotate => {
-                        // A new epoch: new random names, same port.
+                    Some(port) = rotate_rx.recv() => {
+                        // A new epoch: new random names (and the node's
+                        // port, new too unless it was fixed).
                         let _ = daemon.unregister(&my_name);
                         if let Ok(info) = advertisement(port) {
                             my_name = info.get_fullname().to_owned();
@@ -175,7 +179,6 @@ impl Discovery {
                                 tracing::warn!("mDNS re-register failed: {e}");
                             }
                         }
-                        rotate.as_mut().reset(tokio::time::Instant::now() + epoch());
                     }
                     _ = &mut stop_rx => break,
                 }
@@ -185,7 +188,7 @@ impl Discovery {
                 let _ = tokio::time::timeout(Duration::from_secs(1), done.recv_async()).await;
             }
         });
-        Discovery { rx: Some(rx), stop: Some(stop_tx) }
+        Discovery { rx: Some(rx), stop: Some(stop_tx), rotate: Some(rotate_tx) }
     }
 
     /// The next event; pending forever when disabled.
@@ -194,6 +197,19 @@ impl Discovery {
             Some(rx) => rx.recv().await,
             None => std::future::pending().await,
         }
+    }
+
+    /// A new epoch: advertise under new random names, at `port`.
+    pub fn rotate(&self, port: u16) {
+        if let Some(r) = &self.rotate {
+            let _ = r.try_send(port);
+        }
+    }
+
+    /// How long an epoch lasts: `secs` if given, else 50 to 70 minutes at
+    /// random (so that epochs of different nodes do not line up).
+    pub fn epoch(secs: Option<u64>) -> Duration {
+        secs.map_or_else(|| Duration::from_secs(rand::rng().random_range(50 * 60..70 * 60)), Duration::from_secs)
     }
 
     /// Unregister and stop.

@@ -22,7 +22,7 @@ fn person() -> Mode {
 }
 
 fn opts(peers: Vec<SocketAddr>) -> Options {
-    Options { listen: None, peers, mdns: false, store_kib: None, serial: Vec::new() }
+    Options { listen: None, peers, mdns: false, store_kib: None, serial: Vec::new(), rotate_secs: None }
 }
 
 async fn note(rx: &mut ferry_node::notes::Receiver, method: &str, within: Duration) -> Option<Value> {

@@ -726,3 +726,54 @@ fn mdns_fakes_neither_hide_real_peers_nor_reflect() {
     eprintln!("A sent the victim {sent} datagrams in 20 s ({} in all)", flood_count(&flood, "10.77.1.1"));
     assert!(sent <= 2 * 20, "A sent the victim {sent} datagrams in 20 s: reflection");
 }
+
+/// h. Issue 12: a new mDNS name comes with a new UDP port (the port alone would link the names of one run),
+/// and the node's links survive the move: its peer is greeted from the new port and both keep talking.
+#[test]
+fn a_new_mdns_name_comes_with_a_new_port_and_links_survive() {
+    if !can_run() {
+        return;
+    }
+    let missing: Vec<&str> = ["avahi-daemon", "avahi-browse", "dbus-daemon"].into_iter().filter(|p| !have(p)).collect();
+    if skip_unless(missing.is_empty(), &format!("missing {missing:?} (packages avahi-daemon, avahi-utils, dbus)")) {
+        return;
+    }
+    let mut t = Topo::new("h");
+    t.lan(1);
+    let (na, nb, nobs) = (t.host("a"), t.host("b"), t.host("obs"));
+    t.plug(&na, "eth1", 1, 1);
+    t.plug(&nb, "eth1", 1, 2);
+    t.plug(&nobs, "eth1", 1, 9);
+    let avahi = Avahi::start(&t, &nobs);
+    let mut a = t.rpc("A", &na, &["--rotate-secs".into(), "8".into()]);
+    let mut b = t.rpc("B", &nb, &[]);
+    let (code_a, code_b) = (a.code(), b.code());
+    // A's records, as the observer sees them: (instance, port).
+    let records_of_a = |avahi: &Avahi| -> HashSet<(String, String)> {
+        avahi
+            .browse()
+            .into_iter()
+            .filter(|r| r.len() >= 10 && r[7] == "10.77.1.1")
+            .map(|r| (r[3].clone(), r[8].clone()))
+            .collect()
+    };
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let id = a.send(&code_b, "before the move");
+    b.wait_received("before the move", DELIVERY);
+    a.wait_delivered(&id, DELIVERY);
+    // Two epochs: at least three names, each with its own port.
+    let three = eventually(Duration::from_secs(40), || {
+        seen.extend(records_of_a(&avahi));
+        seen.len() >= 3
+    });
+    assert!(three, "A's records: {seen:?}");
+    let ports: HashSet<&String> = seen.iter().map(|(_, p)| p).collect();
+    assert_eq!(ports.len(), seen.len(), "a name came back with a port seen before: {seen:?}");
+    // Both still talk, each way.
+    let id = a.send(&code_b, "after the moves");
+    b.wait_received("after the moves", DELIVERY);
+    a.wait_delivered(&id, DELIVERY);
+    let id = b.send(&code_a, "and back");
+    a.wait_received("and back", DELIVERY);
+    b.wait_delivered(&id, DELIVERY);
+}

@@ -86,6 +86,9 @@ pub struct Options {
     pub store_kib: Option<u32>,
     /// Serial devices, each one more link of the same router.
     pub serial: Vec<SerialSpec>,
+    /// The epoch, in seconds: a new mDNS name, and a new UDP port unless
+    /// `listen` names one (`None`: 50 to 70 minutes, at random).
+    pub rotate_secs: Option<u64>,
 }
 
 /// One request to the node.
@@ -574,8 +577,16 @@ pub fn spawn_on<L: Link<Addr = SocketAddr>>(
     }
     state.sync_blocked();
     let discovery = if mdns { Discovery::start(local.port()) } else { Discovery::disabled() };
+    // A new port with every new mDNS name, unless the port was chosen (a
+    // static peer may then be told it): otherwise the port alone would link
+    // the names of one run (issue 12).
+    let rotate_port = false;
+    let rotate_secs = options.rotate_secs;
     let task = tokio::spawn(async move {
         let mut discovery = discovery;
+        let mut link = link;
+        let mut local = local;
+        let mut epoch = Box::pin(tokio::time::sleep(Discovery::epoch(rotate_secs)));
         let mut bufs = link.bufs();
         let mut scratch = Vec::new();
         // Sized once: they never grow, so they are never reallocated with
@@ -657,6 +668,22 @@ pub fn spawn_on<L: Link<Addr = SocketAddr>>(
                         None => {}
                     }
                     state.reconcile_mdns();
+                }
+                () = &mut epoch, if mdns => {
+                    if rotate_port {
+                        match link.rebind() {
+                            Ok(()) => {
+                                local = link.local_addr();
+                                bufs = link.bufs();
+                                // Greet every UDP peer afresh from the new port.
+                                state.relink_udp();
+                                tracing::info!(port = local.port(), "new epoch: new UDP port");
+                            }
+                            Err(e) => tracing::warn!("new epoch: kept the UDP port: {e}"),
+                        }
+                    }
+                    discovery.rotate(local.port());
+                    epoch.as_mut().reset(TokioInstant::now() + Discovery::epoch(rotate_secs));
                 }
                 _ = tick.tick() => state.maintain(),
                 _ = shutdown.changed() => break,

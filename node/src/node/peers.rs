@@ -169,6 +169,21 @@ impl State {
         self.drain_events();
     }
 
+    /// The UDP socket moved to a new port: restart every UDP link, so each
+    /// peer gets a fresh hello from the new address (it answers as to a
+    /// stranger, and the cookie exchange makes its side's link again;
+    /// its link to the old port goes idle).
+    pub(super) fn relink_udp(&mut self) {
+        let now = self.now();
+        let udp: Vec<(LinkId, LinkCaps)> =
+            self.links.iter().filter(|e| matches!(e.addr, PeerAddr::Udp(_))).map(|e| (e.id, e.caps)).collect();
+        for (id, caps) in udp {
+            self.scrub();
+            let _ = self.core.node().handle_link_up(now, &mut self.rng, id, caps);
+        }
+        self.probes.due.clear();
+    }
+
     /// Bytes from an address with no link: the router answers hellos
     /// statelessly and makes a link only for a hello that echoes its cookie
     /// (SPEC §6.1), so junk from any number of addresses takes no link. A
