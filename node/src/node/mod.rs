@@ -580,7 +580,7 @@ pub fn spawn_on<L: Link<Addr = SocketAddr>>(
     // A new port with every new mDNS name, unless the port was chosen (a
     // static peer may then be told it): otherwise the port alone would link
     // the names of one run (issue 12).
-    let rotate_port = false;
+    let rotate_port = mdns && options.listen.is_none_or(|a| a.port() == 0);
     let rotate_secs = options.rotate_secs;
     let task = tokio::spawn(async move {
         let mut discovery = discovery;
