@@ -1074,3 +1074,32 @@ fn a_first_contact_is_opened_after_a_trial_flood_on_another_link() {
 fn a_first_contact_is_opened_after_a_trial_flood_on_its_own_link() {
     first_contact_under_a_trial_flood(true);
 }
+
+/// A peer that restarts twice within `HELLO_RENEW_MIN` (5 s): its second nonce is proven (its hello
+/// echoes ours) but arrives while renewals are rate-limited. The peer, validated by our answer, takes
+/// the salt of its new nonce; unless we take that nonce too once the 5 s are over, the two sides keep
+/// different salts, every summary misreads the other, and each resync pushes again what the peer holds.
+#[test]
+fn a_peer_restarting_twice_within_five_seconds_ends_with_the_same_salt() {
+    let mut net = Net::new(21);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let c = net.endpoint();
+    net.connect(a, b);
+    net.run_for(secs(2));
+    // A message for C, who is never there: A and B both carry it.
+    let id = net.send(a, c, "for someone away");
+    net.run_for(secs(2));
+    assert!(net.router(b).holds(&id));
+    net.restart(b);
+    net.run_for(secs(1));
+    net.restart(b);
+    net.run_for(secs(20));
+    assert!(net.router(b).holds(&id), "B carries the message again after its restarts");
+    let dups = |net: &Net| net.router(a).stats().duplicates + net.router(b).stats().duplicates;
+    let before = dups(&net);
+    // Six resync rounds.
+    net.run_for(secs(90));
+    let pushed_again = dups(&net) - before;
+    assert_eq!(pushed_again, 0, "summaries misread each other: {pushed_again} copies pushed again in 90 s");
+}
