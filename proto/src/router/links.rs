@@ -67,6 +67,11 @@ pub(super) struct Link<const Q: usize> {
     /// restarted, or someone spoofs its address), not taken until a hello
     /// with it echoes ours. Our hellos echo it meanwhile.
     pub(super) offered_nonce: Option<[u8; 16]>,
+    /// An offered nonce that was proven (a hello with it echoed ours) while
+    /// renewals were rate-limited: taken when `renewed_at` is
+    /// `HELLO_RENEW_MIN` old. The peer already uses it, so leaving it would
+    /// leave the two sides with different salts.
+    pub(super) proven_nonce: Option<[u8; 16]>,
     /// When this validated link last answered a hello, and last took a new
     /// peer nonce: both are rate-limited (issue 12).
     pub(super) answered_at: Option<Instant>,
@@ -168,6 +173,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             hello_backoff: self.config.hello_retry,
             hello_reply: false,
             offered_nonce: None,
+            proven_nonce: None,
             answered_at: None,
             renewed_at: None,
             summary_cursor: None,

@@ -630,6 +630,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         self.reassembly.expire(now);
         self.release_deferred(now);
+        self.take_proven_nonces(now);
         // Periodic summary rounds on validated point-to-point links.
         let resync = self.config.resync;
         for l in self.links.iter_mut().flatten() {
@@ -658,6 +659,9 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             }
         }
         if let Some(t) = self.reassembly.next_deadline() {
+            consider(t);
+        }
+        if let Some(t) = self.proven_nonce_due() {
             consider(t);
         }
         if let Some(t) = self.deferred.iter().map(|d| d.due).min() {

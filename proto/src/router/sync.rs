@@ -160,6 +160,7 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         if l.validated && !fresh_peer {
             // The peer we know: whatever was offered in its name was not it.
             l.offered_nonce = None;
+            l.proven_nonce = None;
         }
         if l.validated && fresh_peer {
             // A new nonce from a validated peer's address: the peer
@@ -169,9 +170,13 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
             // it gets at most one hello back per `HELLO_ANSWER_MIN`, echoing
             // the new nonce. So hellos buy no summary rounds, and every
             // answer is one hello for at least one hello (issue 12).
-            let proven = h.echo == l.nonce && l.renewed_at.is_none_or(|t| now.saturating_since(t) >= HELLO_RENEW_MIN);
+            let echoes = h.echo == l.nonce;
+            let proven = echoes && l.renewed_at.is_none_or(|t| now.saturating_since(t) >= HELLO_RENEW_MIN);
             if !proven {
                 l.offered_nonce = Some(h.nonce);
+                // Proven but too soon after the last renewal: taken when the
+                // 5 s are over (`take_proven_nonces`); a later offer replaces it.
+                l.proven_nonce = echoes.then_some(h.nonce);
                 if l.answered_at.is_none_or(|t| now.saturating_since(t) >= HELLO_ANSWER_MIN) {
                     l.answered_at = Some(now);
                     l.hello_reply = true;
@@ -179,23 +184,11 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
                 return Ok(Outcome::Control);
             }
             l.offered_nonce = None;
+            l.proven_nonce = None;
             l.renewed_at = Some(now);
         }
         if fresh_peer {
-            // A new nonce from the peer (first hello, or it restarted the
-            // link): start the summary exchange afresh.
-            l.peer_nonce = Some(h.nonce);
-            l.salt = hash::link_salt(&l.nonce, &h.nonce);
-            l.summaries_in = 0;
-            l.sync_cursor = None;
-            l.summary_cursor = None;
-            l.summary_seq = 0;
-            // Whatever we believed this peer had may be gone with its old
-            // self (a restart keeps no store): its summary will tell.
-            let bit = !(1u32 << (li & 31));
-            for m in self.small.meta.iter_mut().chain(self.large.meta.iter_mut()).flatten() {
-                m.peer_has &= bit;
-            }
+            self.take_peer_nonce(li, h.nonce);
         }
         let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else {
             return Err(FrameError::UnknownLink);
@@ -217,6 +210,53 @@ impl<const S: usize, const L: usize, const D: usize, const LINKS: usize, const Q
         }
         let _ = now;
         Ok(Outcome::Control)
+    }
+
+    /// A new nonce from the peer (first hello, or it restarted the link):
+    /// a new salt, and the summary exchange starts afresh.
+    fn take_peer_nonce(&mut self, li: usize, nonce: [u8; 16]) {
+        let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else { return };
+        l.peer_nonce = Some(nonce);
+        l.salt = hash::link_salt(&l.nonce, &nonce);
+        l.summaries_in = 0;
+        l.sync_cursor = None;
+        l.summary_cursor = None;
+        l.summary_seq = 0;
+        // Whatever we believed this peer had may be gone with its old
+        // self (a restart keeps no store): its summary will tell.
+        let bit = !(1u32 << (li & 31));
+        for m in self.small.meta.iter_mut().chain(self.large.meta.iter_mut()).flatten() {
+            m.peer_has &= bit;
+        }
+    }
+
+    /// Proven nonces whose renewal wait is over: taken now, with a fresh
+    /// summary round (the peer already uses them).
+    pub(super) fn take_proven_nonces(&mut self, now: Instant) {
+        for li in 0..LINKS {
+            let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) else { continue };
+            let Some(nonce) = l.proven_nonce else { continue };
+            if l.renewed_at.is_some_and(|t| now.saturating_since(t) < HELLO_RENEW_MIN) {
+                continue;
+            }
+            l.proven_nonce = None;
+            l.offered_nonce = None;
+            l.renewed_at = Some(now);
+            self.take_peer_nonce(li, nonce);
+            if let Some(l) = self.links.get_mut(li).and_then(Option::as_mut) {
+                l.summary_cursor = Some(0);
+            }
+        }
+    }
+
+    /// When the next proven nonce may be taken.
+    pub(super) fn proven_nonce_due(&self) -> Option<Instant> {
+        self.links
+            .iter()
+            .flatten()
+            .filter(|l| l.proven_nonce.is_some())
+            .map(|l| l.renewed_at.map_or(Instant::ZERO, |t| t.saturating_add(HELLO_RENEW_MIN)))
+            .min()
     }
 
     pub(super) fn handle_summary<'a>(
