@@ -794,3 +794,27 @@ fn chat_refuses_a_socket_another_user_runs() {
     assert!(chat.proc.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
     let _ = mine.try_exit();
 }
+
+/// A daemon that never answers (hung, or busy for good): the chat says so within seconds and still takes
+/// what is typed, so `/quit` leaves (it used to wait for the first answer before reading another line).
+#[test]
+fn chat_on_a_daemon_that_never_answers_still_quits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let sock = dir.path().join("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind a silent socket");
+    // Accept and read, never answer.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let mut args = loopback_args(free_udp_addr(1), &[]);
+    args.extend(["--socket".to_owned(), sock.display().to_string()]);
+    let mut chat = ferry_tests::Chat::spawn("chat", &args);
+    chat.expect("has not answered", Duration::from_secs(20));
+    chat.send("/quit");
+    let status = chat.proc.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "the chat did not leave on /quit: {status:?} {:?}", chat.seen);
+}
