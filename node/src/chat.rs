@@ -349,8 +349,30 @@ where
     // "/to bob" goes to bob.
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut server = server.lines();
+    // How long typed lines wait for the answers before them: a daemon that
+    // never answers must not freeze the chat (`/quit` still works).
+    const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut waited_since: Option<tokio::time::Instant> = None;
     loop {
+        if client.waiting.is_empty() {
+            waited_since = None;
+        } else if waited_since.is_none() {
+            waited_since = Some(tokio::time::Instant::now());
+        }
+        let give_up = async {
+            match waited_since {
+                Some(t) => tokio::time::sleep_until(t + ANSWER_WAIT).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = give_up => {
+                out(&format!(
+                    "the daemon has not answered for {} s (busy, or stuck): going on without its answer; /quit leaves",
+                    ANSWER_WAIT.as_secs()
+                ));
+                client.waiting.clear();
+            }
             input = stdin.next_line(), if client.waiting.is_empty() => match input? {
                 Some(l) => {
                     let l = l.trim();
