@@ -18,6 +18,8 @@
 //! non-zero padding) cannot be sealed through the public API, so those cases
 //! are checked against `envelope::parse_payload` directly.
 
+mod common;
+use common::vector;
 use ferry_proto::envelope::{self, Body, Identity, Path, Payload};
 use ferry_proto::testing::Net;
 use ferry_proto::time::Duration;
@@ -189,22 +191,6 @@ fn sealed_plaintext(rng: &mut StdRng, p: &HandPayload, path: Path, class: SizeCl
 
 fn pinned() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/ferry-v1.txt")).unwrap()
-}
-
-/// The hex of field `name` in the §9 section whose heading starts with
-/// `section`, continuation lines included.
-fn vector(text: &str, section: &str, name: &str) -> Vec<u8> {
-    let start = text.find(&format!("## {section}")).expect("section");
-    let rest = &text[start..];
-    let at = rest.find(&format!("\n{name} ")).expect("field") + 1;
-    let mut hexs = String::new();
-    for (i, line) in rest[at..].lines().enumerate() {
-        if i > 0 && !line.starts_with(' ') {
-            break;
-        }
-        hexs.push_str(line.trim_start_matches(name).trim());
-    }
-    hex::decode(hexs).expect("hex")
 }
 
 #[test]

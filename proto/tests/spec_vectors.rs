@@ -5,6 +5,7 @@
 //! regenerated on purpose: `FERRY_BLESS=1 cargo test -p ferry-proto --test
 //! spec_vectors`, then paste the file into SPEC §9.
 
+mod common;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 
@@ -345,19 +346,7 @@ fn spec_states_the_hop_budget_the_code_draws() {
 #[test]
 fn the_receipt_vector_answers_its_message_at_a_possible_level() {
     let pinned = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/ferry-v1.txt")).unwrap();
-    let value = |section: &str, name: &str| -> Vec<u8> {
-        let start = pinned.find(section).expect("section");
-        let rest = &pinned[start..];
-        let at = rest.find(&format!("\n{name} ")).expect("field") + 1;
-        let mut hexs = String::new();
-        for (i, line) in rest[at..].lines().enumerate() {
-            if i > 0 && !line.starts_with(' ') {
-                break;
-            }
-            hexs.push_str(line.trim_start_matches(name).trim());
-        }
-        hex::decode(hexs).expect("hex")
-    };
+    let value = |section: &str, name: &str| common::vector(&pinned, section.trim_start_matches("## "), name);
     let frame = value("## first-contact message", "frame");
     let receipt = value("## receipt for the first-contact message", "receipt");
     assert!(receipt[1] <= frame[1], "receipt level {} above the message's hops {}", receipt[1], frame[1]);
