@@ -3,5 +3,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod harness;
 pub mod inspect;
 pub mod sim;

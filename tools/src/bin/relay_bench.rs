@@ -46,6 +46,7 @@
 //! end of their stdin; the relay runs under a small `sh` wrapper that stops it
 //! when its stdin closes).
 
+use ferry_tools::harness::{clk_tck, cpu_ticks, default_ferry, loadavg, median, num, status_kb, tail, thousands};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::fs::File;
@@ -121,26 +122,6 @@ struct Args {
     raw_messages: Option<u64>,
 }
 
-fn default_ferry() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERRY_BIN") {
-        return PathBuf::from(p);
-    }
-    // Next to this binary's profile directory: target/{debug,release}/.. /release/ferry.
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(target) = exe.parent().and_then(Path::parent)
-    {
-        let p = target.join("release").join("ferry");
-        if p.is_file() {
-            return p;
-        }
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("release").join("ferry")
-}
-
-fn num<T: std::str::FromStr>(name: &str, s: &str) -> Result<T, String> {
-    s.replace(['_', ','], "").parse().map_err(|_| format!("{name}: not a number: {s:?}"))
-}
-
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         messages: 100_000,
@@ -194,29 +175,6 @@ fn parse_args() -> Result<Args, String> {
 
 // ----- /proc ---------------------------------------------------------------
 
-/// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is field 3,
-    // utime 14, stime 15.
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// A line of /proc/PID/status, in kB (VmHWM).
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].trim_start_matches(':').split_whitespace().next()?.parse().ok()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// Bytes received on `lo` (every loopback datagram, with its IP and UDP
 /// headers, from every process on the machine).
 fn lo_bytes() -> Option<u64> {
@@ -233,17 +191,6 @@ fn udp_rcvbuf_errors() -> Option<u64> {
     let (names, values) = (udp.next()?, udp.next()?);
     let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
     values.split_whitespace().nth(i)?.parse().ok()
-}
-
-fn clk_tck() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|&t| t > 0)
-        .unwrap_or(100)
 }
 
 fn cpus() -> usize {
@@ -385,12 +332,6 @@ fn missed_notes(path: &Path) -> u64 {
         .filter_map(|l| l.split("missed ").nth(1))
         .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let v: Vec<&str> = s.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
 }
 
 fn free_ports() -> Result<[u16; 3], String> {
@@ -1246,38 +1187,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
-}
-
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 1000.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
-}
-
-fn thousands(x: f64) -> String {
-    let s = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn rate_str(r: f64) -> String {
     if r >= 100.0 { thousands(r) } else { format!("{r:.1}") }
 }
@@ -1678,5 +1587,16 @@ fn main() -> ExitCode {
     } else {
         eprintln!("ferry-relay-bench: the children's logs are in {}", logs.display());
         if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
     }
 }
