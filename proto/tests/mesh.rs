@@ -2,7 +2,7 @@
 //! memory by `ferry_proto::testing::Net` (a virtual clock, a seeded RNG,
 //! latency per link). Every run of a test is the same run.
 
-use ferry_proto::endpoint::{DeliveryState, Event, MAX_TEXT, SendError};
+use ferry_proto::endpoint::{ContactState, DeliveryState, Event, MAX_TEXT, SendError};
 use ferry_proto::envelope::Identity;
 use ferry_proto::router::{Config, FrameError, LinkCaps, LinkId, Outcome, Router};
 use ferry_proto::testing::{Net, TestEndpoint as Ep, TestNode, TestRouter, UDP, key};
@@ -1102,4 +1102,38 @@ fn a_peer_restarting_twice_within_five_seconds_ends_with_the_same_salt() {
     net.run_for(secs(90));
     let pushed_again = dups(&net) - before;
     assert_eq!(pushed_again, 0, "summaries misread each other: {pushed_again} copies pushed again in 90 s");
+}
+
+/// Issue 13: counters never go back. A driver that (re)states a contact with older or empty counters
+/// (the daemon's `contacts.add` for a peer already exchanged with by code did, with zeros) must not make
+/// the endpoint reuse a tag: the next message would carry a tag the recipient has used, never open, and
+/// expire. Restoring merges: the sender's numbers only go up, and the receiving window only forward.
+#[test]
+fn restating_a_contact_with_older_counters_never_reuses_a_tag() {
+    let mut net = Net::new(15);
+    let (a, b, pa, pb) = net.two_contacts();
+    net.connect(a, b);
+    net.send(b, a, "hi");
+    net.run_for(secs(5));
+    for i in 0..6 {
+        net.send(a, b, &format!("tagged {i}"));
+        net.run_for(secs(5));
+    }
+    assert_eq!(net.received(b).len(), 6);
+    let now = net.now;
+    // Both sides restated with empty counters (a re-add at each end).
+    net.ep(a).restore_contact(now, pb, ContactState::default()).unwrap();
+    net.ep(b).restore_contact(now, pa, ContactState::default()).unwrap();
+    let before = net.captured.len();
+    for i in 0..3 {
+        let id = net.send(a, b, &format!("after the re-add {i}"));
+        net.run_for(secs(10));
+        assert_eq!(net.received(b).last().map(|m| m.2.clone()), Some(format!("after the re-add {i}")));
+        assert_eq!(net.states(a, id).last(), Some(&DeliveryState::Delivered));
+    }
+    // Still between contacts: tagged, not first contact.
+    let first = net.captured[before..].iter().filter(|f| wire::classify(f) == Ok(Kind::FirstContact)).count();
+    assert_eq!(first, 0, "the re-add sent {first} texts back to the first-contact path");
+    let state = net.ep(a).contact_state(&pb).unwrap();
+    assert!(state.heard && state.tx_next >= 9, "{state:?}");
 }
