@@ -86,9 +86,38 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
     }
 
     /// Add a named contact with counters saved by [`Endpoint::contact_state`].
+    ///
+    /// Counters never go back (issue 13): for a peer this endpoint already
+    /// knows (the user sent to its code, or it is named already), the saved
+    /// state is merged with the live one. The send counters take the higher
+    /// of the two, "heard" stays set, and the receiving window only moves
+    /// forward. So restating a contact from an older or empty record cannot
+    /// make this side reuse a tag, or drop back to the first-contact path.
     pub fn restore_contact(&mut self, now: Instant, key: PeerKey, state: ContactState) -> Result<(), SendError> {
+        let live = self.contact_state(&key);
         let ci = self.contact_index(now, &key, true)?;
-        // Drop the default window's tags, then install the saved one.
+        let mask = (1u32 << TAG_WINDOW) - 1;
+        let state = match live {
+            None => {
+                ContactState { tx_acked: state.tx_acked.min(state.tx_next), rx_used: state.rx_used & mask, ..state }
+            }
+            Some(live) => {
+                let tx_next = live.tx_next.max(state.tx_next);
+                let (rx_base, rx_used) = match state.rx_base.cmp(&live.rx_base) {
+                    core::cmp::Ordering::Greater => (state.rx_base, state.rx_used & mask),
+                    core::cmp::Ordering::Equal => (live.rx_base, (live.rx_used | state.rx_used) & mask),
+                    core::cmp::Ordering::Less => (live.rx_base, live.rx_used),
+                };
+                ContactState {
+                    tx_next,
+                    tx_acked: live.tx_acked.max(state.tx_acked).min(tx_next),
+                    heard: live.heard || state.heard,
+                    rx_base,
+                    rx_used,
+                }
+            }
+        };
+        // Drop the current window's tags, then install the merged one.
         if let Some(c) = self.contacts.get(ci) {
             let rx_key = c.rx_key;
             for k in 0..TAG_WINDOW {
@@ -97,10 +126,10 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         }
         if let Some(c) = self.contacts.get_mut(ci) {
             c.tx_next = state.tx_next;
-            c.tx_acked = state.tx_acked.min(state.tx_next);
+            c.tx_acked = state.tx_acked;
             c.heard = state.heard;
             c.rx_base = state.rx_base;
-            c.rx_used = state.rx_used & ((1 << TAG_WINDOW) - 1);
+            c.rx_used = state.rx_used;
         }
         self.install_tags(ci);
         Ok(())
