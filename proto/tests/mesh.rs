@@ -1137,3 +1137,25 @@ fn restating_a_contact_with_older_counters_never_reuses_a_tag() {
     let state = net.ep(a).contact_state(&pb).unwrap();
     assert!(state.heard && state.tx_next >= 9, "{state:?}");
 }
+
+/// Issue 13: a sender that runs ahead of its receipts (more than half a tag window unacknowledged)
+/// falls back to first contact; every such message is counted.
+#[test]
+fn running_out_of_tags_is_counted() {
+    let mut net = Net::new(16);
+    let (a, b, _, _) = net.two_contacts();
+    net.connect(a, b);
+    net.send(b, a, "hi");
+    net.run_for(secs(5));
+    assert_eq!(net.ep(a).endpoint_stats().tag_fallbacks, 0);
+    // Twelve at once: eight may go tagged before a receipt comes back.
+    for i in 0..12 {
+        net.send(a, b, &format!("burst {i}"));
+    }
+    assert_eq!(net.ep(a).endpoint_stats().tag_fallbacks, 4);
+    net.run_for(secs(10));
+    assert_eq!(net.received(b).len(), 12);
+    // With the receipts back, tags again.
+    net.send(a, b, "after the burst");
+    assert_eq!(net.ep(a).endpoint_stats().tag_fallbacks, 4);
+}

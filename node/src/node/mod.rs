@@ -436,6 +436,7 @@ impl State {
             obj.insert("over_rate".into(), es.over_rate.into());
             obj.insert("events_dropped".into(), es.events_dropped.into());
             obj.insert("too_far_ahead".into(), es.too_far_ahead.into());
+            obj.insert("tag_fallbacks".into(), es.tag_fallbacks.into());
         }
         v
     }

@@ -296,6 +296,11 @@ pub struct EndpointStats {
     /// Texts dated beyond this node's clock plus [`AHEAD_SLACK_SECS`] that
     /// were refused because [`AHEAD`] such texts are held already.
     pub too_far_ahead: u64,
+    /// Messages (parts count one each) sealed for a contact this endpoint
+    /// has heard from on the first-contact path, because the tags it may use
+    /// ahead of the receipts (SPEC §4.4) were all taken: each costs two more
+    /// X25519 at either end and shows the first-contact kind on the air.
+    pub tag_fallbacks: u64,
 }
 
 impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REPLAY: usize> core::fmt::Debug
@@ -336,7 +341,14 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             lifetime_secs: DEFAULT_LIFETIME_SECS,
             scratch: [0; MAX_FRAME_LEN],
             policy: Policy::new(),
-            stats: EndpointStats { shown: 0, blocked: 0, over_rate: 0, events_dropped: 0, too_far_ahead: 0 },
+            stats: EndpointStats {
+                shown: 0,
+                blocked: 0,
+                over_rate: 0,
+                events_dropped: 0,
+                too_far_ahead: 0,
+                tag_fallbacks: 0,
+            },
         }
     }
 

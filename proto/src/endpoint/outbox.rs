@@ -142,6 +142,9 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
             let (path, tag) = if tagged(c, next_tag.saturating_sub(c.tx_next)) {
                 (Path::Contact { tag: envelope::tag(&c.tx_key, *next_tag) }, Some((ci, *next_tag)))
             } else {
+                if c.heard {
+                    self.stats.tag_fallbacks = self.stats.tag_fallbacks.saturating_add(1);
+                }
                 (Path::FirstContact, None)
             };
             let kind = if tag.is_some() { Kind::Contact } else { Kind::FirstContact };
