@@ -777,3 +777,32 @@ fn a_new_mdns_name_comes_with_a_new_port_and_links_survive() {
     a.wait_received("and back", DELIVERY);
     b.wait_delivered(&id, DELIVERY);
 }
+
+/// i. Two machines on a cable with no DHCP server: each has only an IPv4 link-local address
+/// (169.254/16, as avahi-autoipd or NetworkManager gives). mDNS must find the peer there too.
+#[test]
+fn mdns_discovery_with_only_link_local_ipv4() {
+    if !can_run() {
+        return;
+    }
+    let mut t = Topo::new("i");
+    t.lan(1);
+    let (na, nb) = (t.host("a"), t.host("b"));
+    t.plug(&na, "eth1", 1, 1);
+    t.plug(&nb, "eth1", 1, 2);
+    for (ns, host) in [(&na, 1), (&nb, 2)] {
+        run(&["ip", "-n", ns, "addr", "flush", "dev", "eth1", "scope", "global"]);
+        run(&["ip", "-n", ns, "addr", "add", &format!("169.254.77.{host}/16"), "dev", "eth1", "scope", "link"]);
+    }
+    let mut a = t.rpc("A", &na, &[]);
+    let mut b = t.rpc("B", &nb, &[]);
+    let code_b = b.code();
+    assert!(
+        eventually(DELIVERY * 2, || peers_found_by(&mut a, "mdns") >= 1),
+        "A found no peer by mDNS on a link-local-only LAN: {}",
+        a.ok("peers", json!({}))
+    );
+    let id = a.send(&code_b, "over the cable");
+    b.wait_received("over the cable", DELIVERY);
+    a.wait_delivered(&id, DELIVERY);
+}
