@@ -66,11 +66,12 @@ pub fn advertisement(port: u16) -> Result<ServiceInfo, mdns_sd::Error> {
     Ok(ServiceInfo::new(SERVICE_TYPE, &instance, &host, "", port, &props[..])?.enable_addr_auto())
 }
 
+/// Addresses worth probing. IPv4 link-local ones (169.254/16) are: two
+/// machines on a cable with no DHCP server have nothing else, and the kernel
+/// routes them without a scope. (IPv6 is left out of mDNS altogether.)
 fn usable(ip: &IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_link_local(),
-        // Link-local IPv6 needs a scope id we do not carry; v4 and global v6
-        // addresses are tried instead.
+        IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_broadcast() && !v4.is_multicast(),
         IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_unicast_link_local(),
     }
 }
