@@ -1159,3 +1159,36 @@ fn running_out_of_tags_is_counted() {
     net.send(a, b, "after the burst");
     assert_eq!(net.ep(a).endpoint_stats().tag_fallbacks, 4);
 }
+
+/// First-contact frames whose key id names no key of ours (SPEC §4.2: only `0` today) are refused without
+/// any Diffie-Hellman, so they must not take first-contact tokens either: junk with a wrong key id would
+/// otherwise spend, for free, the budget an honest first contact needs.
+#[test]
+fn frames_for_an_unknown_key_id_take_no_first_contact_token() {
+    let mut net = Net::new(17);
+    let a = net.endpoint();
+    let b = net.endpoint();
+    let (x, y) = (net.relay(Config::DEFAULT), net.relay(Config::DEFAULT));
+    net.connect(a, b);
+    net.connect(x, b);
+    net.connect(y, b);
+    net.run_for(secs(1));
+    net.ep(b).set_first_contact_rate(2);
+    let mut body = vec![0u8; SizeClass::Small.frame_len()];
+    for (i, from) in [x, y].into_iter().cycle().take(20).enumerate() {
+        body.iter_mut().for_each(|b| *b = 0);
+        let mut f = MessageFrame::new_unchecked(&mut body[..]);
+        f.emit_header(Kind::FirstContact, 10, 3600, &[5; 12]);
+        let sealed = f.sealed_mut();
+        sealed[0] = 0xff; // key id: none of ours
+        sealed[1..5].copy_from_slice(&(i as u32).to_le_bytes());
+        f.fill_id();
+        let _ = net.inject(b, from, &body);
+    }
+    net.send(a, b, "not held up");
+    net.run_for(Duration::from_millis(100));
+    assert!(
+        net.received(b).iter().any(|(_, _, t)| t == "not held up"),
+        "an honest first contact waited behind frames for a key id B does not have"
+    );
+}
