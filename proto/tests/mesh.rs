@@ -1036,7 +1036,8 @@ fn first_contact_under_a_trial_flood(flood_on_the_same_link: bool) {
             body.iter_mut().for_each(|b| *b = 0);
             let mut f = MessageFrame::new_unchecked(&mut body[..]);
             f.emit_header(Kind::FirstContact, 10, 3600, &[9; 12]);
-            f.sealed_mut()[..8].copy_from_slice(&seq.to_le_bytes().repeat(2));
+            // Key id 0 (B's identity key): each one costs B a real trial.
+            f.sealed_mut()[1..9].copy_from_slice(&seq.to_le_bytes().repeat(2));
             f.fill_id();
             let _ = net.inject(b, from, &body);
         }

@@ -615,7 +615,14 @@ impl<Rt: Carrier, const C: usize, const TAGS: usize, const OUT: usize, const REP
         };
         self.drain_router_events();
         let frame = frame_buf.get(..len).unwrap_or(&[]);
-        let kind = MessageFrame::new_unchecked(frame).kind();
+        let m = MessageFrame::new_unchecked(frame);
+        let kind = m.kind();
+        // A first-contact frame for a key id we do not have is refused
+        // before any Diffie-Hellman (SPEC §4.2), so it takes no token either:
+        // such junk must not spend what honest first contacts need.
+        if kind == Kind::FirstContact && m.sealed().first() != Some(&crate::envelope::KEY_ID_STATIC) {
+            return Ok(());
+        }
         // No room to report a text (the driver has not drained events), or
         // over this link's DH budget: try later, if the store keeps it.
         let defer = self.events.is_full() || (kind == Kind::FirstContact && !self.take_trial_token(now, link));
