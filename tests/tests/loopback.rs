@@ -818,3 +818,36 @@ fn chat_on_a_daemon_that_never_answers_still_quits() {
     let status = chat.proc.wait_exit(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "the chat did not leave on /quit: {status:?} {:?}", chat.seen);
 }
+
+/// Issue 13's reproduction, end to end: A writes to B by code (B has named A, so B shows all of it) past
+/// the first tag window, then names B with `contacts.add`. A's next texts must still open at B. Before the
+/// fix the add zeroed A's tag counters, so once A heard from B again it sent tags B's window had passed,
+/// and those texts were never opened.
+#[test]
+fn adding_a_peer_already_exchanged_with_keeps_its_tags() {
+    let (pa, pb) = (free_udp_addr(1), free_udp_addr(2));
+    let mut a = Node::rpc("A", &loopback_args(pa, &[pb]));
+    let mut b = Node::rpc("B", &loopback_args(pb, &[pa]));
+    let (code_a, code_b) = (a.code(), b.code());
+    b.ok("contacts.add", json!({"name": "alice", "code": code_a}));
+    let exchange = |from: &mut Node, to: &mut Node, whom: &str, text: &str| {
+        let id = from.send(whom, text);
+        to.wait_received(text, DELIVERY);
+        from.wait_delivered(&id, DELIVERY);
+    };
+    exchange(&mut a, &mut b, &code_b, "hello by code");
+    exchange(&mut b, &mut a, "alice", "hello back");
+    // Past the first tag window (16 numbers), so a counter restarted at 0 falls behind B's window.
+    for i in 0..20 {
+        exchange(&mut a, &mut b, &code_b, &format!("by code {i}"));
+    }
+    a.ok("contacts.add", json!({"name": "bob", "code": code_b}));
+    exchange(&mut b, &mut a, "alice", "ping after the add");
+    for i in 0..3 {
+        exchange(&mut a, &mut b, "bob", &format!("after the add {i}"));
+    }
+    let stats = a.ok("stats", json!({}));
+    assert_eq!(stats["tag_fallbacks"], json!(0), "A fell back to first contact: {stats}");
+    a.assert_no_duplicates();
+    b.assert_no_duplicates();
+}
