@@ -589,10 +589,10 @@ fn one_sided_link_up_still_validates_both_ways() {
     }
 }
 
-#[test]
-fn saved_tag_counters_survive_a_restart() {
-    let mut net = Net::new(14);
-    let (a, b, _, pb) = net.two_contacts();
+/// Two linked contacts, A already sending to B under tags (B wrote first, then A sent 6 tagged texts,
+/// all delivered): (a, b, A's key, B's key).
+fn tagging_contacts(net: &mut Net) -> (usize, usize, ferry_proto::envelope::PeerKey, ferry_proto::envelope::PeerKey) {
+    let (a, b, pa, pb) = net.two_contacts();
     net.connect(a, b);
     net.send(b, a, "hi");
     net.run_for(secs(5));
@@ -601,6 +601,13 @@ fn saved_tag_counters_survive_a_restart() {
         net.run_for(secs(5));
     }
     assert_eq!(net.received(b).len(), 6);
+    (a, b, pa, pb)
+}
+
+#[test]
+fn saved_tag_counters_survive_a_restart() {
+    let mut net = Net::new(14);
+    let (a, b, _, pb) = tagging_contacts(&mut net);
     let saved = net.ep(a).contact_state(&pb).unwrap();
     assert!(saved.heard && saved.tx_next >= 6, "{saved:?}");
     net.restart(a);
@@ -1112,15 +1119,7 @@ fn a_peer_restarting_twice_within_five_seconds_ends_with_the_same_salt() {
 #[test]
 fn restating_a_contact_with_older_counters_never_reuses_a_tag() {
     let mut net = Net::new(15);
-    let (a, b, pa, pb) = net.two_contacts();
-    net.connect(a, b);
-    net.send(b, a, "hi");
-    net.run_for(secs(5));
-    for i in 0..6 {
-        net.send(a, b, &format!("tagged {i}"));
-        net.run_for(secs(5));
-    }
-    assert_eq!(net.received(b).len(), 6);
+    let (a, b, pa, pb) = tagging_contacts(&mut net);
     let now = net.now;
     // Both sides restated with empty counters (a re-add at each end).
     net.ep(a).restore_contact(now, pb, ContactState::default()).unwrap();

@@ -27,8 +27,6 @@ use ferry_proto::router::LinkCaps;
 use ferry_proto::wire::{HELLO_LEN, MAX_FRAME_LEN, MessageId};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-
-use crate::notes;
 use tokio::time::Instant as TokioInstant;
 
 use self::peers::{Links, PeerAddr};
@@ -36,6 +34,7 @@ use crate::book::Book;
 pub use crate::command::Command;
 use crate::link::{Datagrams, Link};
 use crate::mdns::{Discovery, DiscoveryEvent};
+use crate::notes;
 use crate::rpc::RpcError;
 use crate::serial::{Port, PortEvent, SerialSpec};
 use crate::udp::Udp;
